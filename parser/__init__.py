@@ -1,0 +1,1 @@
+"""smcroute.conf and smcroutectl argument parsing (lark) into smcroute.model."""

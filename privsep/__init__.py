@@ -1,0 +1,1 @@
+"""Privilege separation: the tiny root-privileged child and the protocol it speaks."""

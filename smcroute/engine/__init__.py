@@ -1,0 +1,1 @@
+"""The (pure) routing engine: desired state in, kernel operations out."""

@@ -1,0 +1,69 @@
+"""Kernel operations: what the engine asks the privileged child to do.
+
+Pure values.  The engine emits them, `smcroute.privsep.client` encodes them
+for the child, the child validates and executes them.  Addresses are
+`ipaddress` objects; `source=None` in an MFC op means origin 0 (a kernel
+(*,G) entry).  `ttls` lists (vif, threshold) for every outbound VIF; an entry
+with no outbound VIFs is a stop filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smcroute.model import Address, Family
+
+
+@dataclass(frozen=True, slots=True)
+class AddVif:
+    family: Family
+    vif: int
+    ifindex: int
+    threshold: int
+    ifname: str
+
+
+@dataclass(frozen=True, slots=True)
+class DelVif:
+    family: Family
+    vif: int
+    ifindex: int
+    ifname: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddMfc:
+    family: Family
+    source: Address | None
+    group: Address
+    parent: int
+    ttls: tuple[tuple[int, int], ...]  # (vif, threshold), sorted by vif
+
+
+@dataclass(frozen=True, slots=True)
+class DelMfc:
+    family: Family
+    source: Address | None
+    group: Address
+    parent: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinGroup:
+    family: Family
+    ifindex: int
+    group: Address
+    source: Address | None  # None: any-source (ASM) join
+    ifname: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveGroup:
+    family: Family
+    ifindex: int
+    group: Address
+    source: Address | None
+    ifname: str
+
+
+Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup

@@ -1,0 +1,170 @@
+"""The configuration model: what `smcroute.conf` and `smcroutectl` arguments mean.
+
+Owns the value types shared by the parser (text -> model), the engine (model ->
+kernel operations) and the control protocol.  Pure data: no I/O, no parsing,
+no kernel knowledge.  Every directive remembers where it came from (`Where`) so
+that any later error can name the file and line.
+
+Addresses are `ipaddress` objects.  A source of `None` means "any source"
+(`source 0.0.0.0` and `source ::` normalise to `None`).  A group is always
+present.  `*_len` is the prefix length; a full length (32 or 128) means a single
+address.  Interface names may end in `+`, a wildcard (`eth+` matches `eth0`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_network
+from typing import Literal
+
+Address = IPv4Address | IPv6Address
+Family = Literal[4, 6]
+
+MAX_OIFS = 32  # the kernel's VIF/MIF limit
+MAX_TTL = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Origin of a directive: file name (or `<ipc>`) and 1-based line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+IPC = Where("<ipc>", 0)
+
+
+def full_len(addr: Address) -> int:
+    return 32 if addr.version == 4 else 128
+
+
+def fmt_prefix(addr: Address, length: int) -> str:
+    """`225.1.1.1` for a single address, `225.1.1.0/24` for a range."""
+    return str(addr) if length == full_len(addr) else f"{addr}/{length}"
+
+
+def fmt_sg(source: Address | None, source_len: int, group: Address, group_len: int) -> str:
+    """`(*, 225.1.1.1)`, `(10.0.0.5, 225.4.4.0/24)` as `show` prints them."""
+    src = "*" if source is None else fmt_prefix(source, source_len)
+    return f"({src}, {fmt_prefix(group, group_len)})"
+
+
+def is_wildcard(ifname: str) -> bool:
+    return ifname.endswith("+")
+
+
+def ifname_matches(pattern: str, ifname: str) -> bool:
+    """`eth+` matches `eth0`, `eth15` (and `eth`); a plain name matches itself."""
+    if pattern.endswith("+"):
+        return ifname.startswith(pattern[:-1])
+    return pattern == ifname
+
+
+def in_prefix(addr: Address, base: Address, length: int) -> bool:
+    if addr.version != base.version:
+        return False
+    bits = full_len(base)
+    if length == 0:
+        return True
+    shift = bits - length
+    return (int(addr) >> shift) == (int(base) >> shift)
+
+
+def network_addresses(base: Address, length: int) -> list[Address]:
+    """Every address of a range, e.g. for joining each group of `mgroup ... /30`."""
+    net = ip_network(f"{base}/{length}", strict=False)
+    if net.num_addresses == 1:
+        return [net.network_address]
+    return list(net)
+
+
+@dataclass(frozen=True, slots=True)
+class Phyint:
+    """`phyint IFNAME [enable|disable] [mrdisc] [ttl-threshold TTL]`"""
+
+    ifname: str
+    enable: bool = True
+    mrdisc: bool = False
+    ttl_threshold: int = 1
+    where: Where = IPC
+
+
+@dataclass(frozen=True, slots=True)
+class MGroup:
+    """`mgroup from IIF [source S[/LEN]] group G[/LEN]` (and `ssmgroup`): a join."""
+
+    iif: str
+    source: Address | None
+    source_len: int
+    group: Address
+    group_len: int
+    where: Where = field(default=IPC, compare=False)
+
+    @property
+    def family(self) -> Family:
+        return 4 if self.group.version == 4 else 6
+
+    def sg(self) -> str:
+        return fmt_sg(self.source, self.source_len, self.group, self.group_len)
+
+
+@dataclass(frozen=True, slots=True)
+class MRoute:
+    """`mroute from IIF [source S[/LEN]] group G[/LEN] to OIF...`
+
+    Exact (S,G) when the source and group are single addresses and the inbound
+    interface is not a wildcard; otherwise a template matched against traffic.
+    `oifs` may be empty only for routes made by `smcroutectl remove ... OIF`
+    (a stop filter).
+    """
+
+    iif: str
+    source: Address | None
+    source_len: int
+    group: Address
+    group_len: int
+    oifs: tuple[str, ...]
+    where: Where = field(default=IPC, compare=False)
+
+    @property
+    def family(self) -> Family:
+        return 4 if self.group.version == 4 else 6
+
+    @property
+    def is_template(self) -> bool:
+        return (
+            self.source is None
+            or self.source_len != full_len(self.source)
+            or self.group_len != full_len(self.group)
+            or is_wildcard(self.iif)
+        )
+
+    def sg(self) -> str:
+        return fmt_sg(self.source, self.source_len, self.group, self.group_len)
+
+
+@dataclass(slots=True)
+class Config:
+    """A whole parsed configuration, directives in file order (includes inlined)."""
+
+    phyints: list[Phyint] = field(default_factory=list)
+    groups: list[MGroup] = field(default_factory=list)
+    routes: list[MRoute] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A configuration error or warning, printed as `FILE:LINE: message`."""
+
+    where: Where
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        if self.where.line <= 0:
+            return f"{self.where.file}: {self.message}"
+        return f"{self.where}: {self.message}"
