@@ -1,0 +1,480 @@
+"""The unprivileged daemon shell: one event loop around the pure engine.
+
+Owns the `selectors` loop over the privileged helper's socket, route
+netlink link events, the control server and its clients, signals (through a
+wake-up socket) and timers (cache expiry, `-D`).  It turns each input into
+an engine call, sends the resulting operations to the helper in one batch,
+feeds failures back to the engine and logs them with context.  It also
+builds the `show` documents (SPEC §4 JSON) and runs the `-e` hook.
+
+Must not: make routing decisions (the engine does), touch the kernel's
+routing state (only the helper can), or block on a client or a hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
+
+from smcroute import logsetup, sdnotify
+from smcroute.engine.core import Engine, EngineError, Link, describe
+from smcroute.engine.ops import Op
+from smcroute.ipc import ControlServer, Request, Response
+from smcroute.logsetup import log
+from smcroute.model import Address, MGroup, MRoute, fmt_prefix, full_len
+from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError, default_table
+from smcroute.parser import ParseError, parse_command, parse_file
+from smcroute.privsep.client import Helper, HelperGone, Upcall
+
+EXIT_OK = 0
+EXIT_SOFTWARE = 70
+
+
+@dataclass
+class Options:
+    ident: str = "smcroute"
+    conf: str = "/etc/smcroute.conf"
+    pidfile: str = "/var/run/smcroute.pid"
+    sockpath: str = "/var/run/smcroute.sock"
+    table: int = 0
+    loglevel: str = "notice"
+    foreground: bool = False
+    use_syslog: bool = False
+    cache_timeout: int = 60
+    startup_delay: int = 0
+    hook: str | None = None
+    mrdisc_interval: int = 20
+    user: str | None = None
+    group: str | None = None
+    exit_after: float | None = None
+    zero_loss: bool = False
+    max_learned: int = 20000
+
+
+def _addr_str(addr: Address | None, length: int | None = None) -> str | None:
+    if addr is None:
+        return None
+    return str(addr) if length is None else fmt_prefix(addr, length)
+
+
+def _route_obj(r: MRoute) -> dict[str, Any]:
+    return {
+        "source": _addr_str(r.source, r.source_len),
+        "group": fmt_prefix(r.group, r.group_len),
+        "iif": r.iif,
+        "oifs": list(r.oifs),
+    }
+
+
+def _group_obj(g: MGroup) -> dict[str, Any]:
+    return {
+        "source": _addr_str(g.source, g.source_len),
+        "group": fmt_prefix(g.group, g.group_len),
+        "iif": g.iif,
+    }
+
+
+class Daemon:
+    """The running daemon; `run()` returns the exit status."""
+
+    def __init__(
+        self,
+        opts: Options,
+        helper: Helper,
+        ctl_sock: socket.socket,
+        families: tuple[int, ...],
+    ) -> None:
+        self.opts = opts
+        self.helper = helper
+        self.families = families
+        self.engine = Engine(
+            families=tuple(f for f in (4, 6) if f in families),  # type: ignore[arg-type]
+            max_learned=opts.max_learned,
+            zero_loss=opts.zero_loss,
+        )
+        self.events = Netlink(groups=1 << (RTNLGRP_LINK - 1))
+        self.nl = Netlink()
+        self.server = ControlServer(ctl_sock, self.handle_request)
+        self.sel = selectors.DefaultSelector()
+        self.sig_r, self.sig_w = socket.socketpair()
+        self.stopping = False
+        self.status = EXIT_OK
+        self.hooks: list[subprocess.Popen[bytes]] = []
+        self.started = time.monotonic()
+        self.next_expire = self.started + opts.cache_timeout if opts.cache_timeout else None
+
+    # -- start-up ------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self.sig_r.setblocking(False)
+        self.sig_w.setblocking(False)
+        signal.set_wakeup_fd(self.sig_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, lambda _s, _f: None)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def start(self) -> None:
+        self._install_signals()
+        self.rescan_links()
+        config, problems = parse_file(self.opts.conf)
+        missing = not os.path.exists(self.opts.conf)
+        if missing:
+            logsetup.notice(f"{self.opts.conf} not found: starting with no routes")
+        else:
+            for p in problems:
+                (log.warning if p.warning else log.error)(str(p))
+            if any(not p.warning for p in problems):
+                log.error("configuration has errors: every valid line was applied")
+        self.apply(self.engine.load_config(config))
+        self.helper.write_pidfile()
+        n = len(self.engine.mfc)
+        status = f"{len(self.engine.routes)} routes, {len(self.engine.joins)} joins, {n} in kernel"
+        logsetup.notice(f"ready: {status}")
+        sdnotify.ready(status)
+        self.run_hook("reload")
+        self.sel.register(self.helper.fileno(), selectors.EVENT_READ, "helper")
+        self.sel.register(self.events.fileno(), selectors.EVENT_READ, "netlink")
+        self.sel.register(self.sig_r.fileno(), selectors.EVENT_READ, "signal")
+        self.server.register(self.sel)
+
+    # -- applying operations ------------------------------------------------
+
+    def apply(self, ops: Sequence[Op]) -> list[str]:
+        """Send ops to the helper; log and return failures, tell the engine."""
+        self.drain_engine()
+        if not ops:
+            return []
+        results = self.helper.execute(ops)
+        failures: list[str] = []
+        for op, err in zip(ops, results, strict=False):
+            if err == 0:
+                continue
+            self.engine.op_failed(op, err)
+            msg = f"failed to {describe(op)}: {os.strerror(err)}"
+            failures.append(msg)
+            log.warning(msg)
+        self.drain_engine()
+        return failures
+
+    def drain_engine(self) -> None:
+        for level, text in self.engine.messages:
+            log.log(logsetup.LEVELS.get(level, logsetup.NOTICE), text)
+        self.engine.messages.clear()
+        for source, group in self.engine.hooks:
+            self.run_hook("install", source, group)
+        self.engine.hooks.clear()
+
+    def rescan_links(self) -> None:
+        try:
+            links = self.nl.links()
+        except NetlinkError as e:
+            log.error(f"cannot list interfaces: {e}")
+            return
+        self.apply(self.engine.set_links(Link(li.index, li.name, li.flags) for li in links))
+
+    # -- hooks ---------------------------------------------------------------
+
+    def run_hook(self, what: str, source: str | None = None, group: str | None = None) -> None:
+        if not self.opts.hook:
+            return
+        env = dict(os.environ)
+        if source is not None and group is not None:
+            env["source"], env["group"] = source, group
+        try:
+            proc = subprocess.Popen(
+                [self.opts.hook, what],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+                start_new_session=True,
+            )
+        except OSError as e:
+            log.warning(f"cannot run hook {self.opts.hook} {what}: {e.strerror}")
+            return
+        self.hooks.append(proc)
+
+    def reap_hooks(self) -> None:
+        for proc in list(self.hooks):
+            code = proc.poll()
+            if code is None:
+                continue
+            self.hooks.remove(proc)
+            if code != 0:
+                log.warning(f"hook {self.opts.hook} {proc.args[1]} exited with status {code}")
+
+    # -- control requests ----------------------------------------------------
+
+    def handle_request(self, req: Request) -> Response:
+        try:
+            data = self._dispatch(req)
+        except (ParseError, EngineError) as e:
+            return Response(ok=False, data=None, error=str(e), warnings=[])
+        except HelperGone:
+            self.stopping = True
+            self.status = EXIT_SOFTWARE
+            return Response(ok=False, data=None, error="privileged helper is gone", warnings=[])
+        if isinstance(data, Response):
+            return data
+        return Response(ok=True, data=data, error=None, warnings=[])
+
+    def _dispatch(self, req: Request) -> Any:
+        cmd, args = req.cmd, req.args
+        if cmd in ("add", "remove"):
+            r = parse_command(cmd, args)
+            assert isinstance(r, MRoute)
+            ops = self.engine.add_route(r) if cmd == "add" else self.engine.remove_route(r)
+            return self._result(ops)
+        if cmd in ("join", "leave"):
+            g = parse_command(cmd, args)
+            assert isinstance(g, MGroup)
+            ops = self.engine.join(g) if cmd == "join" else self.engine.leave(g)
+            return self._result(ops)
+        if cmd == "show":
+            return self.show(args[0] if args else "routes")
+        if cmd == "flush":
+            return self._result(self.engine.flush())
+        if cmd == "reload":
+            errors = self.reload()
+            if errors:
+                return Response(ok=False, data=None, error="\n".join(errors), warnings=[])
+            return None
+        if cmd == "kill":
+            logsetup.notice("stop requested by smcroutectl")
+            self.stopping = True
+            return None
+        raise EngineError(f"unknown command {cmd!r}")
+
+    def _result(self, ops: Sequence[Op]) -> Any:
+        failures = self.apply(ops)
+        if failures:
+            return Response(ok=False, data=None, error="\n".join(failures), warnings=[])
+        return None
+
+    # -- reload --------------------------------------------------------------
+
+    def reload(self) -> list[str]:
+        """Parse everything first; a file with errors changes nothing."""
+        sdnotify.reloading("reloading configuration")
+        logsetup.notice(f"reloading {self.opts.conf}")
+        config, problems = parse_file(self.opts.conf)
+        errors = [str(p) for p in problems if not p.warning]
+        for p in problems:
+            (log.warning if p.warning else log.error)(str(p))
+        if errors:
+            log.error("reload rejected: the running configuration is unchanged")
+            sdnotify.ready("reload rejected: configuration has errors")
+            return [*errors, "reload rejected: the running configuration is unchanged"]
+        ops = self.engine.load_config(config)
+        failures = self.apply(ops)
+        self.helper.write_pidfile()
+        logsetup.notice(f"reload done: {len(ops)} kernel changes")
+        sdnotify.ready(f"{len(self.engine.routes)} routes, {len(self.engine.mfc)} in kernel")
+        self.run_hook("reload")
+        return failures
+
+    # -- show ------------------------------------------------------------------
+
+    def counters(self) -> dict[tuple[int, object, object], tuple[int, int]]:
+        out: dict[tuple[int, object, object], tuple[int, int]] = {}
+        for fam in self.families:
+            try:
+                stats = self.nl.mfc_stats(fam, default_table(fam, self.opts.table))
+            except NetlinkError as e:
+                log.warning(f"cannot read kernel counters: {e}")
+                continue
+            for key, st in stats.items():
+                out[key] = (st.packets, st.bytes)
+        # Kernel (*,G) entries are dumped with source 0.0.0.0 / ::
+        for key in list(out):
+            fam, src, grp = key
+            if isinstance(src, IPv4Address | IPv6Address) and int(src) == 0:
+                out[(fam, None, grp)] = out[key]
+        return out
+
+    def show(self, what: str) -> Any:
+        if what == "routes":
+            return self.show_routes()
+        if what == "groups":
+            return {
+                "groups": {
+                    "conf": [_group_obj(g) for g in self.engine.groups.values()],
+                    "kernel": [
+                        {"source": _addr_str(src), "group": str(grp), "iif": name}
+                        for (_f, _i, grp, src), name in self.engine.joins.items()
+                    ],
+                }
+            }
+        if what == "interfaces":
+            return {
+                "interfaces": [
+                    {
+                        "index": link.index,
+                        "name": link.name,
+                        "vif": self.engine.vif_of(4, link.name),
+                        "mif": self.engine.vif_of(6, link.name),
+                    }
+                    for link in sorted(self.engine.links.values(), key=lambda li: li.index)
+                ]
+            }
+        if what == "pending":
+            out = []
+            for d in self.engine.pending():
+                obj: dict[str, Any] = {"kind": "mroute" if isinstance(d, MRoute) else "mgroup"}
+                obj.update(_route_obj(d) if isinstance(d, MRoute) else _group_obj(d))
+                out.append(obj)
+            return {"pending": out}
+        raise EngineError(
+            f"unknown show argument {what!r}; expected routes, groups, interfaces or pending"
+        )
+
+    def show_routes(self) -> Any:
+        counters = self.counters()
+        kernel = []
+        per_template: dict[int, list[int]] = {}
+        templates = self.engine.templates()
+        tindex = {id(t): i for i, t in enumerate(templates)}
+        for row in self.engine.kernel_rows():
+            pk, by = counters.get((row.family, row.source, row.group), (0, 0))
+            kernel.append(
+                {
+                    "source": _addr_str(row.source),
+                    "group": str(row.group),
+                    "iif": row.iif,
+                    "oifs": list(row.oifs),
+                    "packets": pk,
+                    "bytes": by,
+                }
+            )
+            if row.kind == "learned" and row.source is not None:
+                t = self.engine._match(row.family, row.iif, row.source, row.group)
+                if t is not None and id(t) in tindex:
+                    acc = per_template.setdefault(tindex[id(t)], [0, 0])
+                    acc[0] += pk
+                    acc[1] += by
+        asm = []
+        for i, t in enumerate(templates):
+            obj = _route_obj(t)
+            obj["packets"], obj["bytes"] = per_template.get(i, [0, 0])
+            asm.append(obj)
+        ssm = []
+        for r in self.engine.rules():
+            obj = _route_obj(r)
+            pk, by = counters.get((r.family, r.source, r.group), (0, 0))
+            obj["packets"], obj["bytes"] = pk, by
+            ssm.append(obj)
+        return {"routes": {"asm": asm, "ssm": ssm, "kernel": kernel}}
+
+    # -- the loop ---------------------------------------------------------------
+
+    def expire_learned(self) -> None:
+        if not self.engine.learned:
+            return
+        counters = {k: v[0] for k, v in self.counters().items()}
+        ops = self.engine.expire(counters)  # type: ignore[arg-type]
+        if ops:
+            log.info(f"expired {len(ops)} idle learned routes")
+        self.apply(ops)
+
+    def _timeout(self, now: float) -> float | None:
+        deadlines = [d for d in (self.next_expire, self.server.next_deadline()) if d is not None]
+        if self.opts.exit_after is not None:
+            deadlines.append(self.started + self.opts.exit_after)
+        if self.hooks:
+            deadlines.append(now + 1.0)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - now)
+
+    def on_signals(self) -> None:
+        try:
+            data = self.sig_r.recv(4096)
+        except BlockingIOError:
+            return
+        for signum in data:
+            if signum in (signal.SIGINT, signal.SIGTERM):
+                logsetup.notice(f"{signal.Signals(signum).name} received, exiting")
+                self.stopping = True
+            elif signum == signal.SIGHUP:
+                self.reload()
+            elif signum == signal.SIGCHLD:
+                self.reap_hooks()
+
+    def on_helper(self, now: float) -> None:
+        ops: list[Op] = []
+        for ev in self.helper.read_events():
+            if isinstance(ev, Upcall):
+                ops.extend(
+                    self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)
+                )
+            else:
+                log.log(logsetup.LEVELS.get(ev.level, logsetup.NOTICE), f"helper: {ev.text}")
+        self.apply(ops)
+
+    def run(self) -> int:
+        try:
+            self.start()
+            while not self.stopping:
+                now = time.monotonic()
+                if self.opts.exit_after is not None and now - self.started >= self.opts.exit_after:
+                    logsetup.notice("exit timer (-D) expired")
+                    break
+                if self.next_expire is not None and now >= self.next_expire:
+                    self.expire_learned()
+                    self.next_expire = now + self.opts.cache_timeout
+                self.server.expire(now)
+                for key, mask in self.sel.select(self._timeout(now)):
+                    tag = key.data
+                    if tag == "helper":
+                        self.on_helper(time.monotonic())
+                    elif tag == "netlink":
+                        if self.events.drain_events():
+                            self.rescan_links()
+                    elif tag == "signal":
+                        self.on_signals()
+                    else:
+                        self.server.on_ready(key, mask)
+                if self.hooks:
+                    self.reap_hooks()
+        except HelperGone:
+            log.error("the privileged helper died: exiting (nothing is left installed)")
+            self.status = EXIT_SOFTWARE
+        except NetlinkError as e:
+            log.error(f"netlink failed: {e}")
+            self.status = EXIT_SOFTWARE
+        finally:
+            self.shutdown()
+        return self.status
+
+    def shutdown(self) -> None:
+        sdnotify.stopping()
+        with contextlib.suppress(Exception):
+            self.server.flush_all()
+        with contextlib.suppress(OSError):
+            self.server.close()
+        # Closing the helper closes the routing sockets: the kernel removes every
+        # VIF, MFC entry and membership; the helper removes the socket and PID file.
+        self.helper.close()
+        for proc in self.hooks:
+            with contextlib.suppress(OSError):
+                proc.wait(timeout=0.1)
+        for s in (self.events, self.nl):
+            s.close()
+        with contextlib.suppress(OSError):
+            signal.set_wakeup_fd(-1)
+        self.sig_r.close()
+        self.sig_w.close()
+        logsetup.notice("exiting")
+
+
+def errno_name(code: int) -> str:
+    return errno.errorcode.get(code, str(code))

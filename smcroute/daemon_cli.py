@@ -1,0 +1,282 @@
+"""`smcrouted`: the command line and the start-up sequence (SPEC §2, §7).
+
+Owns option parsing (getopt-style short options, click), `-F` checking,
+and the ordered start-up: open the multicast routing sockets as root (exit
+69/76/77 early and clearly), detach, create the control socket, spawn the
+privileged helper with the routing sockets, drop every privilege of this
+process, then hand over to `smcroute.daemon.Daemon`.  Must not: keep any
+privilege past `drop_parent_privileges`, or print a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+import sys
+import time
+from typing import Any, NoReturn
+
+import click
+
+from smcroute import __version__, logsetup
+from smcroute.daemon import Daemon, Options
+from smcroute.logsetup import log
+
+EX_OK = 0
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_OSERR = 71
+EX_PROTOCOL = 76
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+USAGE = """\
+Usage: smcrouted [-hnNsv] [-c SEC] [-d SEC] [-e CMD] [-f FILE] [-F FILE] [-i NAME]
+                 [-l LVL] [-m SEC] [-p USER[:GROUP]] [-P FILE] [-t ID] [-u FILE]
+
+Static multicast routing daemon.
+
+Options:
+  -c SEC           Drop learned (*,G) routes idle for SEC seconds, default 60, 0 off
+  -d SEC           Wait SEC seconds before probing interfaces and reading the config
+  -D SEC           Exit cleanly SEC seconds after start (testing aid)
+  -e CMD           Run CMD with 'reload' after the config is applied, and with
+                   'install' (env: source, group) when a template installs a route
+  -f FILE          Configuration file, default /etc/NAME.conf
+  -F FILE          Check FILE and exit: 0 if valid, 78 if not
+  -h               Show this help and exit
+  -i NAME          Identity: config, PID file, socket and syslog name (default smcroute)
+  -l LVL           Log level: none, err, notice (default), info, debug
+  -m SEC           Multicast router discovery interval, 4-180, default 20
+  -n               Stay in the foreground
+  -N               Accepted for compatibility (VIFs are always made on demand)
+  -p USER[:GROUP]  Run the main process as USER (default: smcroute, else nobody)
+  -P FILE          PID file, default /var/run/NAME.pid
+  -s               Log to syslog (default when not in the foreground)
+  -t ID            Use multicast routing table ID (see ip mrule)
+  -u FILE          Control socket, default /var/run/NAME.sock
+  -v               Show version and exit
+  --zero-loss      Install exact-group (*,G) templates as kernel (*,G) entries
+  --max-learned N  Limit learned routes and stop filters (default 20000)
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _int(value: str, opt: str, lo: int, hi: int) -> int:
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise UsageError(f"option {opt} expects a number, not {value!r}") from None
+    if not lo <= n <= hi:
+        raise UsageError(f"option {opt} must be between {lo} and {hi}, not {n}")
+    return n
+
+
+@click.command(context_settings={"ignore_unknown_options": False}, add_help_option=False)
+@click.option("-h", "help_", is_flag=True)
+@click.option("-v", "version", is_flag=True)
+@click.option("-n", "foreground", is_flag=True)
+@click.option("-N", "no_vifs", is_flag=True)
+@click.option("-s", "use_syslog", is_flag=True)
+@click.option("-c", "cache")
+@click.option("-d", "delay")
+@click.option("-D", "exit_after")
+@click.option("-e", "hook")
+@click.option("-f", "conf")
+@click.option("-F", "check")
+@click.option("-i", "-I", "ident")
+@click.option("-l", "level")
+@click.option("-m", "mrdisc")
+@click.option("-p", "user")
+@click.option("-P", "pidfile")
+@click.option("-t", "table")
+@click.option("-u", "sockpath")
+@click.option("--zero-loss", "zero_loss", is_flag=True)
+@click.option("--max-learned", "max_learned")
+def _cli(**kw: Any) -> dict[str, Any]:
+    return kw
+
+
+def parse_args(argv: list[str]) -> tuple[Options, dict[str, Any]]:
+    try:
+        kw = _cli.main(argv, prog_name="smcrouted", standalone_mode=False)
+    except click.exceptions.NoSuchOption as e:
+        raise UsageError(f"unknown option {e.option_name}") from None
+    except click.exceptions.BadOptionUsage as e:
+        raise UsageError(e.format_message()) from None
+    except click.exceptions.UsageError as e:
+        raise UsageError(e.format_message()) from None
+    assert isinstance(kw, dict)
+    o = Options()
+    if kw["ident"]:
+        o.ident = kw["ident"]
+    if "/" in o.ident or not o.ident:
+        raise UsageError(f"invalid identity {o.ident!r}")
+    o.conf = kw["conf"] or f"/etc/{o.ident}.conf"
+    o.pidfile = kw["pidfile"] or f"/var/run/{o.ident}.pid"
+    o.sockpath = kw["sockpath"] or f"/var/run/{o.ident}.sock"
+    o.foreground = kw["foreground"]
+    o.use_syslog = kw["use_syslog"] or not o.foreground
+    if kw["level"]:
+        if kw["level"] not in logsetup.LEVELS:
+            raise UsageError(
+                f"invalid log level {kw['level']!r}; expected none, err, notice, info or debug"
+            )
+        o.loglevel = kw["level"]
+    if kw["cache"] is not None:
+        o.cache_timeout = _int(kw["cache"], "-c", 0, 86400 * 365)
+    if kw["delay"] is not None:
+        o.startup_delay = _int(kw["delay"], "-d", 0, 86400)
+    if kw["exit_after"] is not None:
+        o.exit_after = _int(kw["exit_after"], "-D", 0, 86400 * 365)
+    if kw["mrdisc"] is not None:
+        o.mrdisc_interval = _int(kw["mrdisc"], "-m", 4, 180)
+    if kw["table"] is not None:
+        o.table = _int(kw["table"], "-t", 0, 999_999_999)
+    if kw["max_learned"] is not None:
+        o.max_learned = _int(kw["max_learned"], "--max-learned", 0, 10_000_000)
+    o.zero_loss = kw["zero_loss"]
+    o.hook = kw["hook"]
+    if kw["user"]:
+        user, _, group = kw["user"].partition(":")
+        if not user:
+            raise UsageError("option -p expects USER[:GROUP]")
+        o.user, o.group = user, group or None
+    return o, kw
+
+
+def check_file(path: str) -> int:
+    """`-F FILE`: every problem as FILE:LINE: message; 0 valid, 78 not."""
+    from smcroute.parser import parse_file
+
+    _config, problems = parse_file(path)
+    for p in problems:
+        kind = "warning" if p.warning else "error"
+        print(f"{p} ({kind})" if p.warning else str(p), file=sys.stderr)
+    return EX_CONFIG if any(not p.warning for p in problems) else EX_OK
+
+
+def daemonize() -> None:
+    """Classic double fork; the original process exits 0."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    fd = os.open(os.devnull, os.O_RDWR)
+    for n in (0, 1, 2):
+        os.dup2(fd, n)
+    if fd > 2:
+        os.close(fd)
+
+
+def control_socket(path: str) -> socket.socket:
+    """Bind the control socket; a stale file is replaced, a live one is an error."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale, left by a crash
+        else:
+            raise OSError(f"another daemon answers on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def run(o: Options) -> int:
+    from smcroute.privsep.caps import drop_parent_privileges
+    from smcroute.privsep.client import start_helper
+    from smcroute.privsep.mroute import MrouteError, open_mroute
+
+    logsetup.setup(o.ident, o.loglevel, o.use_syslog)
+    if o.startup_delay:
+        logsetup.notice(f"waiting {o.startup_delay} s before start (-d)")
+        time.sleep(o.startup_delay)
+    try:
+        v4 = open_mroute(4, o.table)
+    except MrouteError as e:
+        log.error(str(e))
+        return e.exit_code
+    families = [4]
+    v6: socket.socket | None = None
+    try:
+        v6 = open_mroute(6, o.table)
+        families.append(6)
+    except MrouteError as e:
+        if e.exit_code != EX_PROTOCOL:
+            log.error(str(e))
+            v4.close()
+            return e.exit_code
+        logsetup.notice(f"IPv6 multicast routing unavailable, IPv4 only: {e}")
+    if not o.foreground:
+        daemonize()
+    try:
+        ctl = control_socket(o.sockpath)
+    except OSError as e:
+        msg = e.strerror if e.strerror else str(e)
+        log.error(f"cannot create control socket {o.sockpath}: {msg}")
+        return EX_UNAVAILABLE if "answers" in str(e) else EX_OSERR
+    try:
+        helper = start_helper(v4, v6, pidfile=o.pidfile, ctlsock=o.sockpath, loglevel=o.loglevel)
+    except OSError as e:
+        log.error(f"cannot start the privileged helper: {e}")
+        with contextlib.suppress(OSError):
+            os.unlink(o.sockpath)
+        return EX_OSERR
+    try:
+        logsetup.notice(drop_parent_privileges(o.user, o.group))
+    except (OSError, KeyError, ValueError) as e:
+        log.error(f"cannot drop privileges: {e}")
+        helper.close()
+        return EX_NOPERM
+    daemon = Daemon(o, helper, ctl, tuple(families))
+    return daemon.run()
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        o, kw = parse_args(args)
+    except UsageError as e:
+        print(f"smcrouted: {e}\nTry 'smcrouted -h' for help.", file=sys.stderr)
+        sys.exit(EX_USAGE)
+    if kw["help_"]:
+        print(USAGE, end="")
+        sys.exit(EX_OK)
+    if kw["version"]:
+        print(f"SMCRoute v{__version__}")
+        sys.exit(EX_OK)
+    if kw["check"]:
+        sys.exit(check_file(kw["check"]))
+    try:
+        code = run(o)
+    except KeyboardInterrupt:
+        code = EX_OK
+    except Exception as e:  # the last line of defence: a message, never a traceback
+        log.critical(f"internal error: {type(e).__name__}: {e}")
+        code = EX_SOFTWARE
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,716 @@
+"""The routing engine: the single owner of all routing state.
+
+Inputs are the configuration, runtime requests from `smcroutectl`, the
+system's interfaces, kernel upcalls and counter samples; outputs are lists of
+kernel operations (`smcroute.engine.ops`) for the privileged child.  The
+engine does no I/O, reads no clock (time comes in as `now`) and needs no
+privilege, so every behaviour of SPEC §5-6 is testable here without root.
+
+How it works: the *desired* kernel state is derived from (effective routes,
+joins, phyints, links, learned sources); the *installed* state is what the
+engine has asked the kernel to hold.  Every input updates the former and then
+reconciles: only differences become operations, so a reload that changes one
+line writes one entry, and an unchanged entry is never touched.
+
+Must not: open sockets, call the kernel, read files, log, or sleep.  Warnings
+go to `self.messages` and hook requests to `self.hooks`; the daemon drains
+both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from smcroute.engine.ops import AddMfc, AddVif, DelMfc, DelVif, JoinGroup, LeaveGroup, Op
+from smcroute.model import (
+    MAX_OIFS,
+    Address,
+    Config,
+    Family,
+    MGroup,
+    MRoute,
+    Phyint,
+    fmt_prefix,
+    full_len,
+    ifname_matches,
+    in_prefix,
+    is_wildcard,
+    network_addresses,
+)
+
+MAXVIFS = 32
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+IFF_MULTICAST = 0x1000
+NOCACHE = 1
+WRONGVIF = 2
+DEFAULT_MAX_LEARNED = 20000
+LIMIT_LOG_INTERVAL = 60.0
+
+RouteKey = tuple[str, Address | None, int, Address, int]
+GroupKey = tuple[str, Address | None, int, Address, int]
+MfcKey = tuple[Family, Address | None, Address]
+JoinKey = tuple[Family, int, Address, Address | None]
+Ttls = tuple[tuple[int, int], ...]
+Level = Literal["err", "warning", "notice", "info", "debug"]
+
+
+class EngineError(Exception):
+    """A request that cannot be carried out (no such route, no such interface...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A network interface of the system, as netlink reports it."""
+
+    index: int
+    name: str
+    flags: int
+
+    @property
+    def usable(self) -> bool:
+        """Can carry routed multicast: has MULTICAST and is not loopback."""
+        return bool(self.flags & IFF_MULTICAST) and not self.flags & IFF_LOOPBACK
+
+
+@dataclass(slots=True)
+class Vif:
+    vif: int
+    ifindex: int
+    name: str
+    threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mfc:
+    """One kernel MFC entry as installed: inbound VIF, (oif VIF, threshold) list."""
+
+    parent: int
+    ttls: Ttls
+    kind: Literal["rule", "learned", "stop", "star"]
+
+
+@dataclass(slots=True)
+class Learned:
+    """A source learned from a NOCACHE upcall: forwarded by a template or stopped."""
+
+    iif: str
+    last_packets: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KernelRow:
+    family: int
+    source: Address | None
+    group: Address
+    iif: str
+    oifs: tuple[str, ...]
+    kind: str
+
+
+def route_key(r: MRoute | MGroup) -> RouteKey:
+    return (r.iif, r.source, r.source_len, r.group, r.group_len)
+
+
+def _template_rank(t: MRoute, order: int) -> tuple[int, int, int, int]:
+    """Sort key: most specific group, then source, exact iif, then config order."""
+    slen = -1 if t.source is None else t.source_len
+    return (-t.group_len, -slen, 1 if is_wildcard(t.iif) else 0, order)
+
+
+@dataclass
+class Engine:
+    """All routing state.  See the module docstring."""
+
+    families: tuple[Family, ...] = (4, 6)
+    max_learned: int = DEFAULT_MAX_LEARNED
+    zero_loss: bool = False
+
+    # -- desired state -------------------------------------------------------
+    phyints: list[Phyint] = field(default_factory=list)
+    routes: dict[RouteKey, MRoute] = field(default_factory=dict)
+    groups: dict[GroupKey, MGroup] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
+    learned: dict[MfcKey, Learned] = field(default_factory=dict)
+
+    # -- installed state -----------------------------------------------------
+    vifs: dict[int, dict[str, Vif]] = field(default_factory=lambda: {4: {}, 6: {}})
+    mfc: dict[MfcKey, Mfc] = field(default_factory=dict)
+    joins: dict[JoinKey, str] = field(default_factory=dict)
+
+    # -- outputs drained by the daemon ----------------------------------------
+    messages: list[tuple[Level, str]] = field(default_factory=list)
+    hooks: list[tuple[str, str]] = field(default_factory=list)
+
+    # -- indexes -------------------------------------------------------------
+    _exact: dict[MfcKey, list[RouteKey]] = field(default_factory=dict)
+    _templates: list[tuple[tuple[int, int, int, int], MRoute]] = field(default_factory=list)
+    _order: int = 0
+    _tsorted: bool = True
+    _limit_logged: float = -1e18
+
+    # ======================================================================
+    # Inputs
+    # ======================================================================
+
+    def load_config(self, config: Config) -> list[Op]:
+        """Start-up and reload: the configuration becomes the truth.
+
+        Runtime changes made with smcroutectl are dropped (SPEC §6).  Learned
+        sources survive and are re-matched against the new templates.
+        """
+        self.phyints = list(config.phyints)
+        self.routes = {}
+        self.groups = {}
+        for r in config.routes:
+            self.routes.pop(route_key(r), None)  # a later duplicate wins, in its place
+            self.routes[route_key(r)] = r
+        for g in config.groups:
+            self.groups[route_key(g)] = g
+        self._reindex()
+        return self.reconcile()
+
+    def set_links(self, links: Iterable[Link]) -> list[Op]:
+        """A fresh view of the system's interfaces (netlink rescan)."""
+        new = {link.name: link for link in links}
+        if new == self.links:
+            return []
+        self.links = new
+        return self.reconcile()
+
+    def add_route(self, r: MRoute) -> list[Op]:
+        """`smcroutectl add`: a new route, or more OIFs for an existing one."""
+        self._check_interfaces(r.iif, *r.oifs)
+        key = route_key(r)
+        old = self.routes.get(key)
+        if old is not None:
+            oifs = old.oifs + tuple(o for o in r.oifs if o not in old.oifs)
+            if len(oifs) > MAX_OIFS:
+                raise EngineError(f"{r.sg()}: more than {MAX_OIFS} outbound interfaces")
+            r = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.where)
+        self.routes[key] = r
+        return self._route_changed(r, old)
+
+    def remove_route(self, r: MRoute) -> list[Op]:
+        """`smcroutectl remove`: the whole route, or only the OIFs given."""
+        key = route_key(r)
+        old = self.routes.get(key)
+        if old is None:
+            raise EngineError(f"no route {r.sg()} from {r.iif}")
+        if r.oifs:
+            missing = [o for o in r.oifs if o not in old.oifs]
+            if missing:
+                gone = " ".join(missing)
+                raise EngineError(f"route {r.sg()} from {r.iif} has no outbound {gone}")
+            oifs = tuple(o for o in old.oifs if o not in r.oifs)
+            new = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.where)
+            self.routes[key] = new
+            return self._route_changed(new, old)
+        del self.routes[key]
+        return self._route_changed(None, old)
+
+    def join(self, g: MGroup) -> list[Op]:
+        self._check_interfaces(g.iif)
+        key = route_key(g)
+        if key in self.groups:
+            raise EngineError(f"already joined {g.sg()} on {g.iif}")
+        self.groups[key] = g
+        return self._sync_joins()
+
+    def leave(self, g: MGroup) -> list[Op]:
+        key = route_key(g)
+        if key not in self.groups:
+            raise EngineError(f"not a member of {g.sg()} on {g.iif}")
+        del self.groups[key]
+        return self._sync_joins()
+
+    def upcall(
+        self, family: int, kind: int, vif: int, source: Address, group: Address, now: float
+    ) -> list[Op]:
+        """A kernel upcall: NOCACHE (unknown (S,G)) or WRONGVIF (arrived elsewhere)."""
+        iif = self._vif_name(family, vif)
+        if iif is None:
+            return []
+        fam: Family = 4 if family == 4 else 6
+        key: MfcKey = (fam, source, group)
+        if kind == NOCACHE:
+            if key in self.mfc:
+                return []  # already resolved (a late duplicate upcall)
+            if key not in self.learned and len(self.learned) >= self.max_learned:
+                if now - self._limit_logged >= LIMIT_LOG_INTERVAL:
+                    self._limit_logged = now
+                    self._msg(
+                        "warning",
+                        f"learned-entry limit ({self.max_learned}) reached: "
+                        f"not installing ({source}, {group}) from {iif} or other new sources",
+                    )
+                return []
+            self.learned[key] = Learned(iif)
+            return self._sync_mfc([key], hook=True)
+        if kind == WRONGVIF:
+            cur = self.mfc.get(key)
+            if cur is None or cur.kind not in ("learned", "stop"):
+                return []  # exact rules are the configuration's truth: never moved
+            if self._match(family, iif, source, group) is None:
+                return []
+            self.learned[key] = Learned(iif)
+            return self._sync_mfc([key], hook=True)
+        return []
+
+    def expire(self, counters: Mapping[MfcKey, int]) -> list[Op]:
+        """Every `-c SEC`: drop learned entries whose packet counter did not move."""
+        gone: list[MfcKey] = []
+        for key, entry in self.learned.items():
+            packets = counters.get(key)
+            if packets is None or packets == entry.last_packets:
+                gone.append(key)
+            else:
+                entry.last_packets = packets
+        for key in gone:
+            del self.learned[key]
+        return self._sync_mfc(gone)
+
+    def flush(self) -> list[Op]:
+        """`smcroutectl flush`: drop every learned entry and stop filter now."""
+        keys = list(self.learned)
+        self.learned.clear()
+        return self._sync_mfc(keys)
+
+    def op_failed(self, op: Op, errno: int) -> None:
+        """The kernel refused `op`: forget what it would have installed."""
+        if isinstance(op, AddMfc):
+            self.mfc.pop((op.family, op.source, op.group), None)
+        elif isinstance(op, AddVif):
+            vifs = self.vifs[op.family]
+            if op.ifname in vifs and vifs[op.ifname].vif == op.vif:
+                del vifs[op.ifname]
+        elif isinstance(op, JoinGroup):
+            self.joins.pop((op.family, op.ifindex, op.group, op.source), None)
+
+    # ======================================================================
+    # Queries (for `show`)
+    # ======================================================================
+
+    def templates(self) -> list[MRoute]:
+        return [r for r in self.routes.values() if r.is_template]
+
+    def rules(self) -> list[MRoute]:
+        return [r for r in self.routes.values() if not r.is_template]
+
+    def kernel_rows(self) -> list[KernelRow]:
+        names = {fam: {v.vif: v.name for v in vifs.values()} for fam, vifs in self.vifs.items()}
+        rows = []
+        for (fam, src, grp), m in self.mfc.items():
+            n = names.get(fam, {})
+            rows.append(
+                KernelRow(
+                    fam,
+                    src,
+                    grp,
+                    n.get(m.parent, "?"),
+                    tuple(n.get(v, "?") for v, _ in m.ttls),
+                    m.kind,
+                )
+            )
+        return rows
+
+    def vif_of(self, family: int, ifname: str) -> int | None:
+        v = self.vifs.get(family, {}).get(ifname)
+        return None if v is None else v.vif
+
+    def pending(self) -> list[MRoute | MGroup]:
+        """Directives naming an interface that does not exist (yet)."""
+        out: list[MRoute | MGroup] = []
+        for r in self.routes.values():
+            if any(self._missing(n) for n in (r.iif, *r.oifs)):
+                out.append(r)
+        for g in self.groups.values():
+            if self._missing(g.iif):
+                out.append(g)
+        return out
+
+    # ======================================================================
+    # Internals
+    # ======================================================================
+
+    def _msg(self, level: Level, text: str) -> None:
+        self.messages.append((level, text))
+
+    def _missing(self, name: str) -> bool:
+        return not is_wildcard(name) and name not in self.links
+
+    def _check_interfaces(self, *names: str) -> None:
+        for n in names:
+            if self._missing(n):
+                raise EngineError(f"no such interface: {n}")
+
+    def _vif_name(self, family: int, vif: int) -> str | None:
+        for v in self.vifs.get(family, {}).values():
+            if v.vif == vif:
+                return v.name
+        return None
+
+    def _reindex(self) -> None:
+        self._exact = {}
+        self._templates = []
+        self._order = 0
+        for r in self.routes.values():
+            self._index(r)
+
+    def _index(self, r: MRoute) -> None:
+        self._order += 1
+        if r.is_template:
+            self._templates.append((_template_rank(r, self._order), r))
+            self._tsorted = False
+        else:
+            self._exact.setdefault((r.family, r.source, r.group), []).append(route_key(r))
+
+    def _sorted_templates(self) -> list[MRoute]:
+        if not self._tsorted:
+            self._templates.sort(key=lambda t: t[0])
+            self._tsorted = True
+        return [t for _, t in self._templates]
+
+    def _unindex(self, r: MRoute) -> None:
+        if r.is_template:
+            self._templates = [(k, t) for k, t in self._templates if route_key(t) != route_key(r)]
+        else:
+            keys = self._exact.get((r.family, r.source, r.group), [])
+            if route_key(r) in keys:
+                keys.remove(route_key(r))
+            if not keys:
+                self._exact.pop((r.family, r.source, r.group), None)
+
+    def _route_changed(self, new: MRoute | None, old: MRoute | None) -> list[Op]:
+        if old is not None:
+            self._unindex(old)
+        if new is not None:
+            self._index(new)
+            # An interface without a VIF yet needs the full VIF-safe reconcile.
+            # (VIFs a removal leaves unused are freed by the next reconcile.)
+            vifs = self.vifs[new.family]
+            for pattern in (new.iif, *new.oifs):
+                if any(n not in vifs and self._enabled(n) for n in self._expand(pattern)):
+                    return self.reconcile()
+        r = new or old
+        assert r is not None
+        if r.is_template:
+            return self._sync_mfc(self._star_keys() + list(self.learned))
+        return self._sync_mfc([(r.family, r.source, r.group)])
+
+    def _star_keys(self) -> list[MfcKey]:
+        return [k for k, m in self.mfc.items() if m.kind == "star"] + [
+            (t.family, None, t.group) for t in self.templates() if self._zero_loss_ok(t)
+        ]
+
+    # -- interfaces and VIFs ------------------------------------------------
+
+    def _phyint_for(self, name: str) -> Phyint | None:
+        found = None
+        for p in self.phyints:
+            if ifname_matches(p.ifname, name):
+                found = p
+        return found
+
+    def _enabled(self, name: str) -> bool:
+        link = self.links.get(name)
+        if link is None or not link.usable:
+            return False
+        p = self._phyint_for(name)
+        return p is None or p.enable
+
+    def _expand(self, pattern: str, exclude: str | None = None) -> list[str]:
+        if not is_wildcard(pattern):
+            return [pattern] if pattern in self.links else []
+        return [
+            n
+            for n, link in self.links.items()
+            if link.usable and ifname_matches(pattern, n) and n != exclude
+        ]
+
+    def _wanted_vifs(self, family: int) -> list[str]:
+        """Interfaces that need a VIF, in the order the configuration names them."""
+        seen: dict[str, None] = {}
+
+        def want(pattern: str) -> None:
+            for n in self._expand(pattern):
+                if self._enabled(n):
+                    seen.setdefault(n, None)
+
+        for p in self.phyints:
+            if p.enable and p.ifname != "lo":
+                want(p.ifname)
+        for r in self.routes.values():
+            if r.family == family:
+                want(r.iif)
+                for o in r.oifs:
+                    want(o)
+        return list(seen)
+
+    def _vif_plan(self) -> dict[int, dict[str, Vif]]:
+        plan: dict[int, dict[str, Vif]] = {}
+        for fam in self.families:
+            cur = self.vifs[fam]
+            wanted = self._wanted_vifs(fam)
+            keep: dict[str, Vif] = {}
+            for n in wanted:
+                v = cur.get(n)
+                link = self.links.get(n)
+                if v is not None and link is not None and v.ifindex == link.index:
+                    keep[n] = v
+            used = {v.vif for v in keep.values()}
+            new: dict[str, Vif] = {}
+            for n in wanted:
+                if n in keep:
+                    new[n] = keep[n]
+                    continue
+                free = next((i for i in range(MAXVIFS) if i not in used), None)
+                if free is None:
+                    self._msg("warning", f"no free VIF for {n}: the kernel allows {MAXVIFS}")
+                    continue
+                used.add(free)
+                p = self._phyint_for(n)
+                new[n] = Vif(free, self.links[n].index, n, p.ttl_threshold if p else 1)
+            plan[fam] = new
+        return plan
+
+    # -- desired MFC ---------------------------------------------------------
+
+    def _threshold(self, name: str) -> int:
+        p = self._phyint_for(name)
+        return p.ttl_threshold if p else 1
+
+    def _ttls(self, family: int, iif: str, oifs: Iterable[str]) -> Ttls:
+        vifs = self.vifs[family]
+        out: dict[int, int] = {}
+        for pattern in oifs:
+            for n in self._expand(pattern, exclude=iif if is_wildcard(pattern) else None):
+                v = vifs.get(n)
+                if v is not None:
+                    out[v.vif] = self._threshold(n)
+        return tuple(sorted(out.items()))
+
+    def _match(self, family: int, iif: str, source: Address, group: Address) -> MRoute | None:
+        for t in self._sorted_templates():
+            if (
+                t.family == family
+                and ifname_matches(t.iif, iif)
+                and in_prefix(group, t.group, t.group_len)
+                and (t.source is None or in_prefix(source, t.source, t.source_len))
+            ):
+                return t
+        return None
+
+    def _zero_loss_ok(self, t: MRoute) -> bool:
+        return (
+            self.zero_loss
+            and t.source is None
+            and t.group_len == full_len(t.group)
+            and not is_wildcard(t.iif)
+        )
+
+    def _desired(self, key: MfcKey) -> Mfc | None:
+        family, source, group = key
+        vifs = self.vifs[family]
+        if source is None:  # a kernel (*,G) entry: zero-loss mode only
+            for t in self._sorted_templates():
+                if t.family == family and t.group == group and self._zero_loss_ok(t):
+                    v = vifs.get(t.iif)
+                    if v is None:
+                        return None
+                    star = dict(self._ttls(family, t.iif, t.oifs))
+                    star.setdefault(v.vif, 1)  # arrival VIF must be listed to match
+                    return Mfc(v.vif, tuple(sorted(star.items())), "star")
+            return None
+        rkeys = self._exact.get(key)
+        if rkeys:
+            r = self.routes[rkeys[-1]]
+            v = vifs.get(r.iif)
+            if v is None:
+                return None
+            ttls = self._ttls(family, r.iif, r.oifs)
+            if not ttls and r.oifs and not any(o in self.links for o in r.oifs):
+                return None  # every OIF missing: pending, not a stop filter
+            return Mfc(v.vif, ttls, "rule")
+        learned = self.learned.get(key)
+        if learned is None:
+            return None
+        v = vifs.get(learned.iif)
+        if v is None:
+            return None
+        tmpl = self._match(family, learned.iif, source, group)
+        if tmpl is None:
+            return Mfc(v.vif, (), "stop")
+        return Mfc(v.vif, self._ttls(family, learned.iif, tmpl.oifs), "learned")
+
+    def _sync_mfc(self, keys: Iterable[MfcKey], hook: bool = False) -> list[Op]:
+        ops: list[Op] = []
+        for key in dict.fromkeys(keys):
+            want = self._desired(key)
+            have = self.mfc.get(key)
+            if want == have:
+                continue
+            family, source, group = key
+            if want is None:
+                assert have is not None
+                ops.append(DelMfc(family, source, group, have.parent))
+                del self.mfc[key]
+                continue
+            ops.append(AddMfc(family, source, group, want.parent, want.ttls))
+            self.mfc[key] = want
+            if hook and want.kind == "learned" and source is not None:
+                self.hooks.append((str(source), str(group)))
+        return ops
+
+    def _all_mfc_keys(self) -> list[MfcKey]:
+        keys: dict[MfcKey, None] = dict.fromkeys(self.mfc)
+        keys.update(dict.fromkeys(self._exact))
+        keys.update(dict.fromkeys(self.learned))
+        for t in self.templates():
+            if self._zero_loss_ok(t):
+                keys[(t.family, None, t.group)] = None
+        return list(keys)
+
+    def reconcile(self) -> list[Op]:
+        """Bring the kernel to the desired state with VIF-safe ordering.
+
+        A VIF number freed and given to another interface would silently
+        redirect entries that still list it (KERNEL.md), so: (1) entries that
+        no longer fit are rewritten or deleted while the old VIFs still exist,
+        (2) removed VIFs are deleted, (3) new VIFs are added, (4) entries that
+        need the new VIFs are written.
+        """
+        plan = self._vif_plan()
+        ops: list[Op] = []
+        removed: dict[int, set[int]] = {}
+        added: dict[int, list[Vif]] = {}
+        for fam in self.families:
+            old, new = self.vifs[fam], plan[fam]
+            removed[fam] = {
+                v.vif
+                for n, v in old.items()
+                if n not in new or (new[n].vif, new[n].ifindex) != (v.vif, v.ifindex)
+            }
+            added[fam] = [
+                v
+                for n, v in new.items()
+                if n not in old or (old[n].vif, old[n].ifindex) != (v.vif, v.ifindex)
+            ]
+        old_vifs = self.vifs
+        # Phase 1: entries that only use kept VIFs are written now; entries
+        # still using a removed VIF are deleted.
+        later: list[MfcKey] = []
+        for key in self._all_mfc_keys():
+            fam = key[0]
+            have = self.mfc.get(key)
+            want = self._desired_with(key, plan)
+            if want == have:
+                continue
+            new_vifs = {a.vif for a in added[fam]}
+            uses_new = want is not None and (
+                want.parent in new_vifs or any(v in new_vifs for v, _ in want.ttls)
+            )
+            uses_removed = have is not None and (
+                have.parent in removed[fam] or any(v in removed[fam] for v, _ in have.ttls)
+            )
+            if uses_new:
+                if uses_removed and have is not None:
+                    ops.append(DelMfc(key[0], key[1], key[2], have.parent))
+                    del self.mfc[key]
+                later.append(key)
+            else:
+                ops.extend(self._write(key, want))
+        # Phase 2 and 3: VIFs.
+        for fam in self.families:
+            for n, v in old_vifs[fam].items():
+                if v.vif in removed[fam] and n in self.links and self.links[n].index == v.ifindex:
+                    ops.append(DelVif(fam, v.vif, v.ifindex, n))
+            for v in added[fam]:
+                ops.append(AddVif(fam, v.vif, v.ifindex, v.threshold, v.name))
+        self.vifs = plan
+        # Phase 4.
+        for key in later:
+            ops.extend(self._write(key, self._desired(key)))
+        ops.extend(self._sync_joins())
+        return ops
+
+    def _desired_with(self, key: MfcKey, plan: dict[int, dict[str, Vif]]) -> Mfc | None:
+        saved = self.vifs
+        self.vifs = plan
+        try:
+            return self._desired(key)
+        finally:
+            self.vifs = saved
+
+    def _write(self, key: MfcKey, want: Mfc | None) -> list[Op]:
+        have = self.mfc.get(key)
+        if want == have:
+            return []
+        family, source, group = key
+        if want is None:
+            assert have is not None
+            del self.mfc[key]
+            return [DelMfc(family, source, group, have.parent)]
+        self.mfc[key] = want
+        return [AddMfc(family, source, group, want.parent, want.ttls)]
+
+    # -- joins ---------------------------------------------------------------
+
+    def _desired_joins(self) -> dict[JoinKey, str]:
+        out: dict[JoinKey, str] = {}
+        for g in self.groups.values():
+            if g.family not in self.families:
+                continue
+            for n in self._expand(g.iif):
+                link = self.links.get(n)
+                if link is None:
+                    continue
+                sources: list[Address | None] = (
+                    [None] if g.source is None else list(network_addresses(g.source, g.source_len))
+                )
+                for grp in network_addresses(g.group, g.group_len):
+                    for src in sources:
+                        out[(g.family, link.index, grp, src)] = n
+        return out
+
+    def _sync_joins(self) -> list[Op]:
+        want = self._desired_joins()
+        ops: list[Op] = []
+        for key, name in list(self.joins.items()):
+            if key not in want:
+                fam, idx, grp, src = key
+                ops.append(LeaveGroup(fam, idx, grp, src, name))
+                del self.joins[key]
+        for key, name in want.items():
+            if key not in self.joins:
+                fam, idx, grp, src = key
+                ops.append(JoinGroup(fam, idx, grp, src, name))
+                self.joins[key] = name
+        return ops
+
+
+def describe(op: Op) -> str:
+    """Human words for an op, for error logs."""
+    if isinstance(op, AddVif | DelVif):
+        verb = "add" if isinstance(op, AddVif) else "remove"
+        kind = "VIF" if op.family == 4 else "MIF"
+        return f"{verb} {kind} {op.vif} for {op.ifname}"
+    if isinstance(op, AddMfc | DelMfc):
+        verb = "add" if isinstance(op, AddMfc) else "remove"
+        src = "*" if op.source is None else str(op.source)
+        return f"{verb} route ({src}, {op.group})"
+    verb = "join" if isinstance(op, JoinGroup) else "leave"
+    src = "*" if op.source is None else str(op.source)
+    return f"{verb} group ({src}, {op.group}) on {op.ifname}"
+
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "KernelRow",
+    "Link",
+    "describe",
+    "fmt_prefix",
+]

@@ -1,0 +1,76 @@
+"""Logging for smcrouted: one stream, `ident[pid]: message`, stderr or syslog.
+
+Owns the mapping of SMCRoute's level names (none, err, notice, info, debug)
+to `logging` levels and the two sinks.  The privileged helper does not log
+on its own: it sends LOG messages to the parent, which logs them here, so
+both processes share one stream in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import syslog
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
+LEVELS = {
+    "none": logging.CRITICAL + 10,
+    "err": logging.ERROR,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "notice": NOTICE,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
+
+_SYSLOG_PRIO = {
+    logging.DEBUG: syslog.LOG_DEBUG,
+    logging.INFO: syslog.LOG_INFO,
+    NOTICE: syslog.LOG_NOTICE,
+    logging.WARNING: syslog.LOG_WARNING,
+    logging.ERROR: syslog.LOG_ERR,
+    logging.CRITICAL: syslog.LOG_CRIT,
+}
+
+log = logging.getLogger("smcroute")
+
+
+class _Stderr(logging.Handler):
+    def __init__(self, ident: str) -> None:
+        super().__init__()
+        self.ident = ident
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{self.ident}[{os.getpid()}]: {record.getMessage()}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # stderr gone (detached, closed pipe): nowhere left to say it
+
+
+class _Syslog(logging.Handler):
+    def __init__(self, ident: str) -> None:
+        super().__init__()
+        syslog.openlog(ident, syslog.LOG_PID | syslog.LOG_NDELAY, syslog.LOG_DAEMON)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prio = _SYSLOG_PRIO.get(record.levelno, syslog.LOG_INFO)
+        try:
+            syslog.syslog(prio, record.getMessage())
+        except (OSError, ValueError):
+            pass
+
+
+def setup(ident: str, level: str, use_syslog: bool) -> None:
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    log.addHandler(_Syslog(ident) if use_syslog else _Stderr(ident))
+    log.setLevel(LEVELS.get(level, NOTICE))
+    log.propagate = False
+
+
+def notice(msg: str) -> None:
+    log.log(NOTICE, msg)
