@@ -31,7 +31,7 @@ from smcroute.engine.core import Engine, EngineError, Link, describe
 from smcroute.engine.ops import Op
 from smcroute.ipc import ControlServer, Request, Response
 from smcroute.logsetup import log
-from smcroute.model import Address, MGroup, MRoute, fmt_prefix, full_len
+from smcroute.model import Address, MGroup, MRoute, fmt_prefix
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError, default_table
 from smcroute.parser import ParseError, parse_command, parse_file
 from smcroute.privsep.client import Helper, HelperGone, Upcall

@@ -8,6 +8,7 @@ both processes share one stream in order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -58,10 +59,8 @@ class _Syslog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         prio = _SYSLOG_PRIO.get(record.levelno, syslog.LOG_INFO)
-        try:
+        with contextlib.suppress(OSError, ValueError):
             syslog.syslog(prio, record.getMessage())
-        except (OSError, ValueError):
-            pass
 
 
 def setup(ident: str, level: str, use_syslog: bool) -> None:
