@@ -218,14 +218,14 @@ class Daemon:
         try:
             data = self._dispatch(req)
         except (ParseError, EngineError) as e:
-            return Response(ok=False, data=None, error=str(e), warnings=[])
+            return Response.failure(str(e))
         except HelperGone:
             self.stopping = True
             self.status = EXIT_SOFTWARE
-            return Response(ok=False, data=None, error="privileged helper is gone", warnings=[])
+            return Response.failure("privileged helper is gone")
         if isinstance(data, Response):
             return data
-        return Response(ok=True, data=data, error=None, warnings=[])
+        return Response.success(data)
 
     def _dispatch(self, req: Request) -> Any:
         cmd, args = req.cmd, req.args
@@ -246,7 +246,7 @@ class Daemon:
         if cmd == "reload":
             errors = self.reload()
             if errors:
-                return Response(ok=False, data=None, error="\n".join(errors), warnings=[])
+                return Response.failure("\n".join(errors))
             return None
         if cmd == "kill":
             logsetup.notice("stop requested by smcroutectl")
@@ -257,7 +257,7 @@ class Daemon:
     def _result(self, ops: Sequence[Op]) -> Any:
         failures = self.apply(ops)
         if failures:
-            return Response(ok=False, data=None, error="\n".join(failures), warnings=[])
+            return Response.failure("\n".join(failures))
         return None
 
     # -- reload --------------------------------------------------------------
