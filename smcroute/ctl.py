@@ -1,0 +1,389 @@
+"""`smcroutectl`, the control tool for `smcrouted` (console script entry: `main`).
+
+Owns the command line (options, command abbreviations, arity checks, help,
+version), batch mode, talking to the daemon through `smcroute.ipc`, and
+printing replies (via `smcroute.output`).
+
+Must not: parse addresses (the daemon parses the raw words with
+`smcroute.parser`, so both sides agree on one grammar), need privileges of
+its own, or ever show a Python traceback: every failure becomes
+`smcroutectl: message` on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import click
+
+from smcroute import __version__
+from smcroute.ipc import SHOW_KINDS, ControlClient, IpcError, default_socket_path
+from smcroute.output import OutputError, format_json, format_show
+
+PROG = "smcroutectl"
+HINT = f"Try '{PROG} help'."
+
+
+class CtlError(Exception):
+    """A failure to report as `smcroutectl: message` (may span lines)."""
+
+
+@dataclass(frozen=True)
+class Cmd:
+    name: str
+    min_args: int
+    max_args: int | None
+    args: str
+    summary: str
+    example: str = ""
+
+
+COMMANDS: dict[str, Cmd] = {
+    c.name: c
+    for c in (
+        Cmd(
+            "add",
+            3,
+            None,
+            "IIF [SOURCE[/LEN]] GROUP[/LEN] OIF [OIF ...]",
+            "Add a route, or add outbound interfaces to an existing one.",
+            "add eth0 192.168.1.10 239.1.1.1 eth1 eth2",
+        ),
+        Cmd(
+            "remove",
+            2,
+            None,
+            "IIF [SOURCE[/LEN]] GROUP[/LEN] [OIF ...]",
+            "Remove a route; with OIFs, remove only those outbound interfaces\n"
+            "(removing all of them leaves a stop filter).  Also spelt 'rem' and 'del'.",
+            "remove eth0 192.168.1.10 239.1.1.1",
+        ),
+        Cmd(
+            "join",
+            2,
+            3,
+            "IIF [SOURCE[/LEN]] GROUP[/LEN]",
+            "Join a multicast group on an interface (source-specific with SOURCE).",
+            "join eth0 239.1.1.1",
+        ),
+        Cmd(
+            "leave",
+            2,
+            3,
+            "IIF [SOURCE[/LEN]] GROUP[/LEN]",
+            "Leave a group joined with 'join' or 'mgroup'.",
+            "leave eth0 239.1.1.1",
+        ),
+        Cmd(
+            "show",
+            0,
+            1,
+            "[routes|groups|interfaces|pending]",
+            "Show routes (the default), joined groups, interfaces with their\n"
+            "VIF/MIF numbers, or directives waiting for a missing interface.",
+            "show groups",
+        ),
+        Cmd("flush", 0, 0, "", "Drop the (*,G) routes learned from templates, now."),
+        Cmd("reload", 0, 0, "", "Re-read the configuration file, like SIGHUP."),
+        Cmd("kill", 0, 0, "", "Stop the daemon, like SIGTERM."),
+        Cmd("help", 0, 1, "[COMMAND]", "Show this text, or help on one command.", "help add"),
+        Cmd("version", 0, 0, "", "Show the program version."),
+    )
+}
+ALIASES = {"rem": "remove", "del": "remove", "delete": "remove"}
+LOCAL = frozenset({"help", "version"})
+
+
+def usage_text() -> str:
+    lines = [
+        f"Usage: {PROG} [-bdjptv] [-i NAME] [-u FILE] [COMMAND [ARGS]]",
+        "",
+        "Options:",
+        "  -b        batch mode: run the commands read from stdin, one per line",
+        "  -d        detailed show: add packet and byte counters",
+        "  -j        show as JSON",
+        "  -p        plain headings, no terminal control characters",
+        "  -t        no headings, data rows only",
+        "  -i NAME   talk to the daemon started with -i NAME (default: smcroute)",
+        "  -u FILE   talk to the daemon listening on FILE (default: /var/run/NAME.sock)",
+        "  -v        show the program version",
+        "",
+        "Commands (any unambiguous prefix works, e.g. 's g' for 'show groups'):",
+    ]
+    for c in COMMANDS.values():
+        lines.append(f"  {c.name:<7} {c.args}".rstrip())
+    lines += [
+        "",
+        "Without a command, 'show' (routes) is run.  IIF and OIF are interface names;",
+        "a name ending in '+' is a wildcard ('eth+' matches eth0, eth1, ...).",
+        "SOURCE and GROUP are IPv4 or IPv6 addresses, optionally with a prefix length",
+        "(a range).  No SOURCE means any source: a (*,G) route.  Changes made with",
+        f"{PROG} last until the daemon reloads its configuration file.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def command_help(name: str) -> str:
+    c = COMMANDS[name]
+    lines = [f"Usage: {PROG} {c.name} {c.args}".rstrip(), "", *c.summary.splitlines()]
+    if c.example:
+        lines += ["", "Example:", f"  {PROG} {c.example}"]
+    return "\n".join(lines) + "\n"
+
+
+def version_text() -> str:
+    return (
+        f"SMCRoute v{__version__}\n\n"
+        "Control tool for smcrouted, the static multicast routing daemon.\n"
+    )
+
+
+def resolve_command(word: str) -> str:
+    """The full command name for `word` (a name, an alias or a prefix)."""
+    w = word.lower()
+    names = [*COMMANDS, *ALIASES]
+    if w in COMMANDS:
+        return w
+    if w in ALIASES:
+        return ALIASES[w]
+    matches = sorted({ALIASES.get(n, n) for n in names if n.startswith(w)}) if w else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise CtlError(
+            f"ambiguous command '{word}': could be {', '.join(matches[:-1])} or {matches[-1]}. "
+            + HINT
+        )
+    close = difflib.get_close_matches(w, names, n=1, cutoff=0.6)
+    if close:
+        raise CtlError(f"unknown command '{word}'; did you mean '{close[0]}'? {HINT}")
+    raise CtlError(f"unknown command '{word}'. {HINT}")
+
+
+def resolve_show(word: str) -> str:
+    w = word.lower()
+    matches = [k for k in SHOW_KINDS if k.startswith(w)] if w else []
+    if len(matches) == 1:
+        return matches[0]
+    choices = ", ".join(SHOW_KINDS[:-1]) + " or " + SHOW_KINDS[-1]
+    close = difflib.get_close_matches(w, SHOW_KINDS, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else "."
+    raise CtlError(f"unknown table '{word}' for show{hint} Expected {choices}.")
+
+
+def check_arity(name: str, args: Sequence[str]) -> None:
+    c = COMMANDS[name]
+    n = len(args)
+    if n >= c.min_args and (c.max_args is None or n <= c.max_args):
+        return
+    what = "not enough" if n < c.min_args else "too many"
+    usage = f"{name} {c.args}".rstrip()
+    raise CtlError(f"{what} arguments for {name}; usage: {usage}. Try '{PROG} help {name}'.")
+
+
+@dataclass
+class Options:
+    detail: bool = False
+    json: bool = False
+    plain: bool = False
+    headings: bool = True
+
+
+class Session:
+    """Runs commands against one daemon, reusing one connection."""
+
+    def __init__(self, path: str, opts: Options, out: IO[str], err: IO[str]) -> None:
+        self.path = path
+        self.opts = opts
+        self.out = out
+        self.err = err
+        self.client = ControlClient(path)
+        self.ever_connected = False
+
+    def close(self) -> None:
+        self.client.close()
+
+    def run(self, words: Sequence[str], prefix: str = "") -> None:
+        """Run one command line (without options); raise CtlError on failure."""
+        if not words:
+            words = ["show"]
+        name = resolve_command(words[0])
+        args = list(words[1:])
+        check_arity(name, args)
+        if name == "help":
+            if args:
+                self.out.write(command_help(resolve_command(args[0])))
+            else:
+                self.out.write(usage_text())
+            return
+        if name == "version":
+            self.out.write(version_text())
+            return
+        if name == "show":
+            args = [resolve_show(args[0]) if args else "routes"]
+        if not self.client.connected:
+            self.client.connect()  # IpcError: handled by the caller
+            self.ever_connected = True
+        resp = self.client.request(name, args, self.opts.detail)
+        for w in resp.warnings:
+            self.err.write(f"{PROG}: {prefix}warning: {w}\n")
+        if not resp.ok:
+            raise CtlError(resp.error or "the daemon reported an unspecified error")
+        if name == "show":
+            self._show(args[0], resp.data)
+        elif isinstance(resp.data, str) and resp.data:
+            self.out.write(resp.data if resp.data.endswith("\n") else resp.data + "\n")
+
+    def _show(self, kind: str, data: Any) -> None:
+        try:
+            if self.opts.json:
+                text = format_json(data, detail=self.opts.detail)
+            else:
+                text = format_show(
+                    kind,
+                    data,
+                    detail=self.opts.detail,
+                    plain=self.opts.plain,
+                    headings=self.opts.headings,
+                )
+        except OutputError as e:
+            raise CtlError(f"unexpected reply from the daemon: {e}") from e
+        self.out.write(text)
+
+
+def _report(err: IO[str], message: str, prefix: str = "") -> None:
+    for line in message.splitlines() or [""]:
+        err.write(f"{PROG}: {prefix}{line}\n")
+
+
+def run_batch(session: Session, lines: IO[str], err: IO[str]) -> int:
+    status = 0
+    for n, raw in enumerate(lines, 1):
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        prefix = f"line {n}: "
+        try:
+            session.run(words, prefix)
+        except (CtlError, IpcError) as e:
+            if isinstance(e, IpcError) and not session.ever_connected:
+                # No daemon at all: say it once rather than for every line.
+                _report(err, str(e))
+                return 1
+            _report(err, str(e), prefix)
+            status = 1
+    return status
+
+
+@click.command(
+    context_settings={"help_option_names": [], "allow_interspersed_args": True},
+    add_help_option=False,
+)
+@click.option("-b", "batch", is_flag=True)
+@click.option("-d", "detail", is_flag=True)
+@click.option("-j", "json_out", is_flag=True)
+@click.option("-p", "plain", is_flag=True)
+@click.option("-t", "no_headings", is_flag=True)
+@click.option("-v", "--version", "version", is_flag=True)
+@click.option("-h", "--help", "show_help", is_flag=True)
+@click.option("-i", "-I", "ident", default="smcroute", metavar="NAME")
+@click.option("-u", "sock_path", default=None, metavar="FILE")
+@click.argument("words", nargs=-1)
+def cli(
+    batch: bool,
+    detail: bool,
+    json_out: bool,
+    plain: bool,
+    no_headings: bool,
+    version: bool,
+    show_help: bool,
+    ident: str,
+    sock_path: str | None,
+    words: tuple[str, ...],
+) -> int:
+    out, err = sys.stdout, sys.stderr
+    if show_help:
+        out.write(usage_text())
+        return 0
+    if version:
+        out.write(version_text())
+        return 0
+    if not ident or "/" in ident:
+        raise CtlError(f"invalid identity '{ident}'")
+    path = sock_path or default_socket_path(ident)
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    opts = Options(
+        detail=detail,
+        json=json_out,
+        plain=plain or not tty,
+        headings=not no_headings,
+    )
+    session = Session(path, opts, out, err)
+    try:
+        if batch:
+            if words:
+                raise CtlError(
+                    f"-b reads commands from stdin and takes none on the command line. {HINT}"
+                )
+            return run_batch(session, sys.stdin, err)
+        session.run(words)
+        return 0
+    finally:
+        session.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script entry point; returns (and exits with) the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = cli.main(args=args, prog_name=PROG, standalone_mode=False)
+        code = status if isinstance(status, int) else 0
+    except (CtlError, IpcError) as e:
+        _report(sys.stderr, str(e))
+        code = 1
+    except click.exceptions.NoSuchOption as e:
+        _report(sys.stderr, f"unknown option {e.option_name}. {HINT}")
+        code = 1
+    except click.ClickException as e:
+        _report(sys.stderr, f"{e.format_message()} {HINT}")
+        code = 1
+    except click.exceptions.Abort:
+        code = 130
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): not an error.
+        _silence_stdout()
+        code = 0
+    except Exception as e:  # never a traceback
+        _report(sys.stderr, f"internal error: {type(e).__name__}: {e}")
+        code = 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    except (OSError, ValueError):
+        pass
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    main()

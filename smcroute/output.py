@@ -1,0 +1,294 @@
+"""Formatting of `smcroutectl show` output from the daemon's JSON documents.
+
+Owns the text layout of SPEC.md §4 "Output of show": the plain form (`-p`,
+and whenever stdout is not a terminal), the ANSI heading form for terminals,
+the data-rows-only form (`-t`), and the JSON form (`-j`).
+
+Must not: do I/O, talk to the daemon, look at the terminal (the caller says
+whether ANSI is wanted), or print anything but what the data holds.  Every
+function is pure; malformed data raises `OutputError`.
+
+Layout rules (plain form):
+
+- a table starts with a 79-column `_` rule and its title, then a `=` rule,
+  the column header, and another `=` rule (the `=` rules grow with a header
+  wider than 79 columns); `show interfaces` has no `_` rule or title;
+- the first column is 43 wide (longer (S,G) text is followed by one space);
+- the IIF column is `max(5, longest IIF name + 1)` wide, the same in all
+  three route tables;
+- with `detail`, PACKETS and BYTES (right-aligned, 10 wide, one space
+  between them) come between IIF and OIFS, which is preceded by two spaces;
+- a route or group table without rows is left out; no line has trailing
+  spaces; output ends with a newline unless it is empty.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["RULE_WIDTH", "OutputError", "format_json", "format_show", "strip_counters"]
+
+RULE_WIDTH = 79
+FIRST_COL = 43
+MIN_IIF = 5
+COUNTER_WIDTH = 10
+
+_UNDERLINE = "\x1b[4m"
+_REVERSE = "\x1b[7m"
+_RESET = "\x1b[0m"
+
+ROUTE_TABLES = (
+    ("asm", "(*,G) Template Rules"),
+    ("ssm", "(S,G) Rules"),
+    ("kernel", "Kernel MFC Table"),
+)
+GROUP_TABLES = (
+    ("conf", "Group Memberships Table"),
+    ("kernel", "Kernel Group Membership Table"),  # only with detail
+)
+
+
+class OutputError(ValueError):
+    """The daemon's data does not have the documented shape."""
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise OutputError(f"malformed {what}: expected an object")
+    return value
+
+
+def _list(value: Any, what: str) -> Sequence[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OutputError(f"malformed {what}: expected a list")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise OutputError(f"malformed {what}: expected a string")
+    return _clean(value)
+
+
+def _clean(text: str) -> str:
+    # Never let data from the wire put control characters on a terminal.
+    return "".join(c if c >= " " and c != "\x7f" else "?" for c in text)
+
+
+def _opt_str(value: Any, what: str) -> str | None:
+    return None if value is None else _str(value, what)
+
+
+def _count(value: Any, what: str) -> str:
+    if value is None:
+        return "0"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise OutputError(f"malformed {what}: expected a number")
+    return str(int(value))
+
+
+def _opt_num(value: Any, what: str) -> str:
+    if value is None:
+        return "N/A"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OutputError(f"malformed {what}: expected a number or null")
+    return str(value)
+
+
+def _sg(entry: Mapping[str, Any], what: str) -> str:
+    source = _opt_str(entry.get("source"), f"{what} source")
+    group = _str(entry.get("group"), f"{what} group")
+    return f"({source or '*'}, {group})"
+
+
+def _first(text: str) -> str:
+    return text.ljust(FIRST_COL - 1) + " "
+
+
+class _Out:
+    """Collects lines; knows the heading style."""
+
+    def __init__(self, plain: bool, headings: bool) -> None:
+        self.plain = plain
+        self.headings = headings
+        self.lines: list[str] = []
+
+    def title(self, text: str) -> None:
+        if not self.headings:
+            return
+        if self.plain:
+            self.lines.append("_" * RULE_WIDTH)
+        else:
+            self.lines.append(_UNDERLINE + " " * RULE_WIDTH + _RESET)
+        self.lines.append(text)
+
+    def header(self, text: str) -> None:
+        if not self.headings:
+            return
+        text = text.rstrip()
+        width = max(RULE_WIDTH, len(text))
+        if self.plain:
+            self.lines += ["=" * width, text, "=" * width]
+        else:
+            self.lines.append(_REVERSE + text.ljust(width) + _RESET)
+
+    def row(self, text: str) -> None:
+        self.lines.append(text.rstrip())
+
+    def text(self) -> str:
+        return "".join(line + "\n" for line in self.lines)
+
+
+# --- tables --------------------------------------------------------------------
+
+
+def _routes(data: Any, out: _Out, detail: bool) -> None:
+    routes = _obj(_obj(data, "routes reply").get("routes"), "routes")
+    tables = [(title, _list(routes.get(key), f"routes.{key}")) for key, title in ROUTE_TABLES]
+    rows: list[tuple[str, list[tuple[str, str, str, str, str]]]] = []
+    longest = 0
+    for title, entries in tables:
+        formatted = []
+        for e in entries:
+            r = _obj(e, "route")
+            iif = _str(r.get("iif"), "route iif")
+            oifs = " ".join(_str(o, "route oif") for o in _list(r.get("oifs"), "route oifs"))
+            packets = _count(r.get("packets"), "route packets") if detail else ""
+            nbytes = _count(r.get("bytes"), "route bytes") if detail else ""
+            formatted.append((_sg(r, "route"), iif, packets, nbytes, oifs))
+            longest = max(longest, len(iif))
+        rows.append((title, formatted))
+    iif_width = max(MIN_IIF, longest + 1)
+
+    def line(sg: str, iif: str, packets: str, nbytes: str, oifs: str) -> str:
+        if detail:
+            iif_col = iif.ljust(iif_width - 1)
+            mid = f"{packets:>{COUNTER_WIDTH}} {nbytes:>{COUNTER_WIDTH}}  "
+        else:
+            iif_col = iif.ljust(iif_width - 1) + " "
+            mid = ""
+        return _first(sg) + iif_col + mid + oifs
+
+    for title, formatted in rows:
+        if not formatted:
+            continue
+        out.title(title)
+        out.header(line("ROUTE (S,G)", "IIF", "PACKETS", "BYTES", "OIFS"))
+        for row in formatted:
+            out.row(line(*row))
+
+
+def _groups(data: Any, out: _Out, detail: bool) -> None:
+    groups = _obj(_obj(data, "groups reply").get("groups"), "groups")
+    tables = GROUP_TABLES if detail else GROUP_TABLES[:1]
+    for key, title in tables:
+        entries = _list(groups.get(key), f"groups.{key}")
+        if not entries:
+            continue
+        out.title(title)
+        out.header(_first("GROUP (S,G)") + "IIF")
+        for e in entries:
+            g = _obj(e, "group")
+            out.row(_first(_sg(g, "group")) + _str(g.get("iif"), "group iif"))
+
+
+def _interfaces(data: Any, out: _Out) -> None:
+    entries = _list(_obj(data, "interfaces reply").get("interfaces"), "interfaces")
+    rows = []
+    for e in entries:
+        i = _obj(e, "interface")
+        index = i.get("index")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise OutputError("malformed interface index: expected a number")
+        name = _str(i.get("name"), "interface name")
+        vif = _opt_num(i.get("vif"), "interface vif")
+        mif = _opt_num(i.get("mif"), "interface mif")
+        rows.append((str(index), name, vif, mif))
+    width = max([len("PHYINT")] + [len(r[1]) for r in rows]) + 2
+
+    def line(index: str, name: str, vif: str, mif: str) -> str:
+        return f"{index:>6} {name:<{width}}{vif:>3}{mif:>5}"
+
+    out.header(line("INDEX", "PHYINT", "VIF", "MIF"))
+    for row in rows:
+        out.row(line(*row))
+
+
+def _pending(data: Any, out: _Out) -> None:
+    entries = _list(_obj(data, "pending reply").get("pending"), "pending")
+    if not entries:
+        if out.headings:
+            out.row("No pending routes or groups")
+        return
+    out.header("PENDING ROUTES AND GROUPS")
+    for e in entries:
+        p = _obj(e, "pending entry")
+        kind = _str(p.get("kind"), "pending kind")
+        words = [kind.ljust(7), "from", _str(p.get("iif"), "pending iif")]
+        source = _opt_str(p.get("source"), "pending source")
+        if source is not None:
+            words += ["source", source]
+        group = _opt_str(p.get("group"), "pending group")
+        if group is not None:
+            words += ["group", group]
+        oifs = [_str(o, "pending oif") for o in _list(p.get("oifs"), "pending oifs")]
+        if oifs or kind == "mroute":
+            words += ["to", *oifs]
+        out.row(" ".join(words))
+
+
+# --- entry points ----------------------------------------------------------------
+
+
+def strip_counters(data: Any) -> Any:
+    """A copy of a `show routes` document without "packets"/"bytes" in routes."""
+    if not isinstance(data, dict) or not isinstance(data.get("routes"), dict):
+        return data
+    routes = {}
+    for key, entries in data["routes"].items():
+        if isinstance(entries, list):
+            entries = [
+                {k: v for k, v in e.items() if k not in ("packets", "bytes")}
+                if isinstance(e, dict)
+                else e
+                for e in entries
+            ]
+        routes[key] = entries
+    return {**data, "routes": routes}
+
+
+def format_json(data: Any, *, detail: bool) -> str:
+    """The `-j` document: counters only with `detail`, one trailing newline."""
+    if not detail:
+        data = strip_counters(data)
+    try:
+        return json.dumps(data, indent=2, ensure_ascii=True) + "\n"
+    except (TypeError, ValueError, RecursionError) as e:
+        raise OutputError(f"cannot print reply as JSON: {e}") from e
+
+
+def format_show(kind: str, data: Any, *, detail: bool, plain: bool, headings: bool) -> str:
+    """Text for `show KIND` (routes, groups, interfaces, pending).
+
+    `plain` selects `=`/`_` rules instead of ANSI attributes; `headings=False`
+    is `-t` (data rows only).  Returns "" when there is nothing to show.
+    """
+    out = _Out(plain, headings)
+    if kind == "routes":
+        _routes(data, out, detail)
+    elif kind == "groups":
+        _groups(data, out, detail)
+    elif kind == "interfaces":
+        _interfaces(data, out)
+    elif kind == "pending":
+        _pending(data, out)
+    else:
+        raise OutputError(f"unknown table {kind!r}")
+    return out.text()
