@@ -531,6 +531,9 @@ class ControlClient:
         except TimeoutError as e:
             self.close()
             raise IpcError("timed out waiting for the daemon's reply") from e
+        except (BrokenPipeError, ConnectionResetError) as e:
+            self.close()
+            raise IpcError("the daemon closed the connection") from e
         except OSError as e:
             self.close()
             raise IpcError(f"lost connection to the daemon: {e.strerror or e}") from e
