@@ -473,6 +473,7 @@ class Daemon:
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
+        self._final_log: str | None = None
 
     def __enter__(self) -> Daemon:
         return self.start()
@@ -547,6 +548,9 @@ class Daemon:
         os.kill(self.pid, signal.SIGHUP)
 
     def log(self) -> str:
+        """Everything the daemon printed so far (kept after :meth:`stop`)."""
+        if self._final_log is not None:
+            return self._final_log
         try:
             return self.logfile.read_text(errors="replace")
         except FileNotFoundError:
@@ -568,6 +572,7 @@ class Daemon:
         for pid in family[1:]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        self._final_log = self.log()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
         return self.returncode
