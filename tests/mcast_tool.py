@@ -65,14 +65,13 @@ def _join(sock: socket.socket, ifindex: int, group: str, source: str | None) -> 
 
 def _recv(args: argparse.Namespace) -> int:
     groups = args.group
-    v6 = ipaddress.ip_address(groups[0]).version == 6
-    fam = socket.AF_INET6 if v6 else socket.AF_INET
     ifindex = socket.if_nametoindex(args.iface)
     # ASM and SSM joins of one group must not share a socket (see KERNEL.md),
     # and IPv4 allows 20 groups per socket: one socket per group is simplest.
     socks = []
     for group in groups:
-        s = socket.socket(fam, socket.SOCK_DGRAM)
+        v6 = ipaddress.ip_address(group).version == 6
+        s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         if v6:
@@ -83,7 +82,10 @@ def _recv(args: argparse.Namespace) -> int:
             s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
             s.bind((group, args.port))
-        _join(s, ifindex, group, args.source)
+        source = args.source
+        if source and ipaddress.ip_address(source).version != ipaddress.ip_address(group).version:
+            source = None  # --source applies to the groups of its own family
+        _join(s, ifindex, group, source)
         socks.append(s)
     flows: dict[str, dict] = {}
     total = 0
@@ -112,13 +114,13 @@ def _recv(args: argparse.Namespace) -> int:
             group = r.getsockname()[0]
             ttl = None
             for level, typ, cdata in anc:
-                if not v6 and level == socket.IPPROTO_IP and typ == IP_PKTINFO:
+                if (level, typ) == (socket.IPPROTO_IP, IP_PKTINFO):
                     group = socket.inet_ntop(socket.AF_INET, cdata[8:12])
-                elif v6 and level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO:
+                elif (level, typ) == (socket.IPPROTO_IPV6, IPV6_PKTINFO):
                     group = socket.inet_ntop(socket.AF_INET6, cdata[:16])
-                elif level in (socket.IPPROTO_IP, socket.IPPROTO_IPV6) and typ in (
-                    IP_TTL,
-                    IPV6_HOPLIMIT,
+                elif (level, typ) in (
+                    (socket.IPPROTO_IP, IP_TTL),
+                    (socket.IPPROTO_IPV6, IPV6_HOPLIMIT),
                 ):
                     ttl = struct.unpack("=i", cdata[:4])[0] if len(cdata) >= 4 else cdata[0]
             key = f"{addr[0]} {group}"
