@@ -1,0 +1,307 @@
+"""Meaning of one line: values checked and turned into smcroute.model objects.
+
+Owns every rule about values -- addresses and prefix lengths, the multicast
+ranges, interface-name syntax, TTLs, OIF counts, required and repeated
+keywords -- and the wording of those problems.  Input is a `Skeleton` from
+`syntax.py` (which word fills which slot) plus the line's words; output is a
+model object (or None when the line has errors) and a list of Problems.
+
+Must not do I/O, must not know about files or includes (`files.py`), and must
+not look at other lines (duplicates across lines are `files.py`'s business).
+Also used by `command.py` for smcroutectl arguments, so the two agree.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Any
+
+from smcroute.model import (
+    MAX_OIFS,
+    MAX_TTL,
+    Address,
+    MGroup,
+    MRoute,
+    Phyint,
+    Problem,
+    Where,
+    fmt_prefix,
+    full_len,
+)
+
+from .syntax import Skeleton
+
+IFNAMSIZ = 16  # Linux: 15 characters plus the terminating NUL
+MAX_JOINS = 1024  # joins one mgroup line may expand to
+
+_V4_MCAST = (IPv4Address("224.0.0.0"), 4)
+_V6_MCAST = (IPv6Address("ff00::"), 8)
+
+
+class Bad(Exception):
+    """One value is wrong; the message is ready to print."""
+
+
+def q(word: str) -> str:
+    """Quote a word for a message, shortened and with odd characters escaped."""
+    if len(word) > 40:
+        word = word[:37] + "..."
+    if not word.isprintable():
+        word = word.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        word = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in word)
+    return f"'{word}'"
+
+
+def check_ifname(name: str, role: str) -> None:
+    """Linux interface-name syntax, plus our trailing-'+' wildcard."""
+    if len(name) >= IFNAMSIZ:
+        raise Bad(
+            f"{role} {q(name)} is too long ({len(name)} characters; "
+            f"Linux interface names have at most {IFNAMSIZ - 1})"
+        )
+    if "/" in name:
+        raise Bad(f"{role} {q(name)} contains '/', which interface names cannot")
+    if "+" in name[:-1]:
+        raise Bad(f"{role} {q(name)}: '+' is only allowed as the last character (a wildcard)")
+    if name in (".", ".."):
+        raise Bad(f"{role} {q(name)} is not a valid interface name")
+
+
+# Parsed addresses are immutable; caching them saves most of the cost of
+# ipaddress on files where the same groups and sources recur.
+_addr_cache: dict[str, Address] = {}
+
+
+def parse_address(text: str) -> Address:
+    a = _addr_cache.get(text)
+    if a is None:
+        if "%" in text:
+            raise ValueError(text)
+        a = ip_address(text)
+        if len(_addr_cache) > 65536:
+            _addr_cache.clear()
+        _addr_cache[text] = a
+    return a
+
+
+def _prefix(word: str, role: str) -> tuple[Address, int]:
+    """`ADDR[/LEN]` -> (address, length); length is full when absent."""
+    text, slash, length = word.partition("/")
+    try:
+        addr = parse_address(text)
+    except ValueError:
+        if "%" in text:
+            raise Bad(f"{role} {q(word)}: scope/zone suffixes ('%...') are not supported") from None
+        example = "225.1.2.3 or ff0e::1" if role == "group" else "192.168.1.10 or 2001:db8::10"
+        raise Bad(f"{role} {q(word)} is not an IPv4 or IPv6 address (e.g. {example})") from None
+    full = full_len(addr)
+    if not slash:
+        return addr, full
+    if not (length.isascii() and length.isdigit() and len(length) <= 3):
+        raise Bad(f"{role} {q(word)}: prefix length must be a number 0-{full}")
+    n = int(length)
+    if n > full:
+        fam = "IPv4" if full == 32 else "IPv6"
+        raise Bad(f"{role} {q(word)}: prefix length /{n} is out of range for {fam} (0-{full})")
+    return addr, n
+
+
+def _masked(addr: Address, n: int) -> Address:
+    full = full_len(addr)
+    bits = int(addr) >> (full - n) << (full - n) if n else 0
+    return IPv4Address(bits) if full == 32 else IPv6Address(bits)
+
+
+def parse_group(word: str, warn: list[str]) -> tuple[Address, int]:
+    addr, n = _prefix(word, "group")
+    base, minlen = _V4_MCAST if addr.version == 4 else _V6_MCAST
+    fam = "IPv4" if addr.version == 4 else "IPv6"
+    if not addr.is_multicast:
+        raise Bad(f"{addr} is not a multicast group ({fam} groups are {base}/{minlen})")
+    if n < minlen:
+        raise Bad(
+            f"group range {word} is wider than the {fam} multicast range {base}/{minlen} "
+            f"(use /{minlen} or longer)"
+        )
+    if n != full_len(addr):
+        m = _masked(addr, n)
+        if m != addr:
+            warn.append(f"group {word} has host bits set; using {m}/{n}")
+            addr = m
+    return addr, n
+
+
+def parse_source(word: str, warn: list[str]) -> tuple[Address | None, int, int]:
+    """-> (source or None for any, length, family).  0.0.0.0 and :: mean any."""
+    addr, n = _prefix(word, "source")
+    if addr.is_multicast:
+        raise Bad(
+            f"source {addr} is a multicast address; the source must be the unicast "
+            f"address of the sender"
+        )
+    full = full_len(addr)
+    if n != full:
+        m = _masked(addr, n)
+        if m != addr:
+            warn.append(f"source {word} has host bits set; using {m}/{n}")
+            addr = m
+    if not int(addr):
+        if n not in (0, full):
+            warn.append(f"source {addr}/{n} covers the unspecified address; treated as any source")
+        return None, 0, addr.version
+    return addr, n, addr.version
+
+
+def parse_ttl(word: str) -> int:
+    if word.isascii() and word.isdigit() and len(word) <= 3 and 1 <= int(word) <= MAX_TTL:
+        return int(word)
+    raise Bad(f"ttl-threshold {q(word)} is not a TTL; expected a number 1-{MAX_TTL}")
+
+
+def count_joins(source: Address | None, source_len: int, group: Address, group_len: int) -> int:
+    n = 1 << (full_len(group) - group_len)
+    if source is not None:
+        n <<= full_len(source) - source_len
+    return n
+
+
+def oif_problems(iif: str, oifs: list[str], errors: list[str], warn: list[str]) -> tuple[str, ...]:
+    """Check outbound interfaces; return them without repeats, in order."""
+    seen: dict[str, None] = {}
+    for oif in oifs:
+        try:
+            check_ifname(oif, "outbound interface")
+        except Bad as e:
+            errors.append(str(e))
+            continue
+        if oif in seen:
+            warn.append(f"outbound interface {oif} is listed more than once")
+            continue
+        seen[oif] = None
+        if oif == iif:
+            warn.append(
+                f"outbound interface {oif} is also the inbound interface (loop risk: traffic "
+                f"is sent back where it came from)"
+            )
+    if len(seen) > MAX_OIFS:
+        errors.append(
+            f"{len(seen)} outbound interfaces; a route can have at most {MAX_OIFS} "
+            f"(the kernel's VIF limit)"
+        )
+    return tuple(seen)
+
+
+def _never_forwarded(group: Address, group_len: int) -> str | None:
+    if group.version == 4:
+        if group_len >= 24 and int(group) >> 8 == 0xE00000:
+            return "224.0.0.0/24 is link-local"
+    elif group_len >= 16 and (int(group) >> 112) & 0xF in (1, 2):
+        return "ff01::/16 and ff02::/16 are interface- and link-local scope"
+    return None
+
+
+Directive = Phyint | MGroup | MRoute
+
+_PART = {"from": "'from IFNAME'", "group": "'group GROUP'", "source": "'source ADDR'"}
+
+
+def build(sk: Skeleton, words: list[str], where: Where) -> tuple[Directive | None, list[Problem]]:
+    """Model object for a phyint/mgroup/ssmgroup/mroute line (None if it has errors)."""
+    errors: list[str] = []
+    warn: list[str] = []
+    kind = sk.kind
+    opts = sk.opts
+    obj: Directive | None = None
+    for k in sk.repeated:
+        errors.append(f"{kind}: {q(k)} given more than once")
+    if kind == "phyint":
+        obj = _phyint(sk, words, where, errors)
+    else:
+        for need in ("from", "group", "source") if kind == "ssmgroup" else ("from", "group"):
+            if need not in opts:
+                hint = " (use mgroup to join from any source)" if need == "source" else ""
+                errors.append(f"{kind} without {q(need)}; expected {_PART[need]}{hint}")
+        if kind == "mroute" and "to" not in opts:
+            errors.append("mroute without 'to'; expected 'to OIF [OIF ...]'")
+        if not errors:
+            obj = _group_or_route(kind, opts, words, where, errors, warn)
+    if not errors and not warn:
+        return obj, []
+    probs = [Problem(where, m) for m in errors] + [Problem(where, m, True) for m in warn]
+    return (None if errors else obj), probs
+
+
+def _phyint(sk: Skeleton, words: list[str], where: Where, errors: list[str]) -> Phyint | None:
+    name = words[sk.name]
+    opts = sk.opts
+    try:
+        check_ifname(name, "phyint interface")
+    except Bad as e:
+        errors.append(str(e))
+    if "enable" in opts and "disable" in opts:
+        errors.append("phyint: both 'enable' and 'disable' given; use one")
+    ttl = 1
+    if "ttl-threshold" in opts:
+        try:
+            ttl = parse_ttl(words[opts["ttl-threshold"]])
+        except Bad as e:
+            errors.append(str(e))
+    if errors:
+        return None
+    return Phyint(name, "disable" not in opts, "mrdisc" in opts, ttl, where)
+
+
+def _group_or_route(
+    kind: str,
+    opts: dict[str, Any],
+    words: list[str],
+    where: Where,
+    errors: list[str],
+    warn: list[str],
+) -> MGroup | MRoute | None:
+    iif = words[opts["from"]]
+    try:
+        check_ifname(iif, "inbound interface")
+    except Bad as e:
+        errors.append(str(e))
+    group: Address | None = None
+    glen = 0
+    try:
+        group, glen = parse_group(words[opts["group"]], warn)
+    except Bad as e:
+        errors.append(str(e))
+    source: Address | None = None
+    slen = 0
+    sfam = 0
+    if "source" in opts:
+        word = words[opts["source"]]
+        try:
+            source, slen, sfam = parse_source(word, warn)
+        except Bad as e:
+            errors.append(str(e))
+    if group is not None and sfam and sfam != group.version:
+        errors.append(
+            f"source {words[opts['source']]} is IPv{sfam} but group {group} is "
+            f"IPv{group.version}; both must be the same family"
+        )
+    oifs: tuple[str, ...] = ()
+    if kind == "mroute":
+        oif_words = [words[i] for i in opts["to"]]
+        if not oif_words:
+            errors.append("mroute: 'to' needs at least one outbound interface")
+        oifs = oif_problems(iif, oif_words, errors, warn)
+    if errors or group is None:
+        return None
+    if kind == "mroute":
+        why = _never_forwarded(group, glen)
+        if why:
+            warn.append(f"group {fmt_prefix(group, glen)}: {why}; the kernel never forwards it")
+        return MRoute(iif, source, slen, group, glen, oifs, where)
+    n = count_joins(source, slen, group, glen)
+    if n > MAX_JOINS:
+        errors.append(
+            f"{kind} {words[opts['group']]} would join {n} groups; "
+            f"at most {MAX_JOINS} per line (use a longer prefix)"
+        )
+        return None
+    return MGroup(iif, source, slen, group, glen, where)
