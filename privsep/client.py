@@ -1,0 +1,344 @@
+"""The unprivileged parent's handle on the privileged helper.
+
+Owns: spawning the helper (`start_helper`), turning engine `Op`s into wire
+op records, sending them in batches of at most `proto.MAX_BATCH` and waiting
+for each REPLY (buffering UPCALL/LOG messages that arrive meanwhile), the
+PID-file request, and noticing that the helper is gone (`HelperGone`).
+
+Must not: execute anything privileged itself, interpret upcalls (that is the
+engine's job), or block the daemon's event loop except while waiting for a
+REPLY (bounded by a timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib.util
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import NoReturn
+
+import smcroute
+from smcroute.engine.ops import AddMfc, AddVif, DelMfc, DelVif, JoinGroup, LeaveGroup, Op
+from smcroute.model import Address
+
+from . import proto
+from .proto import LogLine, OpRecord, ProtoError, Upcall
+
+__all__ = ["Event", "Helper", "HelperGone", "LogLine", "Upcall", "op_record", "start_helper"]
+
+Event = Upcall | LogLine
+
+SOCKBUF = 1 << 20
+DEFAULT_TIMEOUT = 30.0
+
+# Runs the child as `python -I -S -c _BOOT SMCROUTE_DIR PRIVSEP_DIR LIBDIRS ...`:
+# -S skips site (.pth processing, ~2.4 MB of RSS) and the stub packages skip
+# smcroute/__init__.py (importlib.metadata, ~5 MB), which keeps the helper
+# under 15 MB.  LIBDIRS (os.pathsep-separated) is where prctl lives.
+# `python -I -m smcroute.privsep.child ARGS` works too, at a higher RSS.
+_BOOT = (
+    "import sys\n"
+    "sys.path[:0] = [d for d in sys.argv[3].split(':') if d]\n"
+    "for n, p in (('smcroute', sys.argv[1]), ('smcroute.privsep', sys.argv[2])):\n"
+    "    m = type(sys)(n); m.__path__ = [p]; m.__package__ = n; sys.modules[n] = m\n"
+    "from smcroute.privsep.child import main\n"
+    "sys.exit(main(sys.argv[4:]))\n"
+)
+
+
+def _libdirs() -> str:
+    """Directories the helper needs on sys.path without site: where prctl lives."""
+    dirs: list[str] = []
+    for mod in ("prctl", "_prctl"):
+        spec = importlib.util.find_spec(mod)
+        if spec is not None and spec.origin:
+            d = os.path.dirname(os.path.abspath(spec.origin))
+            if d not in dirs:
+                dirs.append(d)
+    return os.pathsep.join(dirs)
+
+
+_Z16 = bytes(16)
+_Z32 = bytes(32)
+
+
+class HelperGone(Exception):
+    """The privileged helper exited, crashed or stopped answering."""
+
+
+def _addr16(addr: Address | None) -> bytes:
+    if addr is None:
+        return _Z16
+    raw = addr.packed
+    return raw if len(raw) == 16 else raw + bytes(12)
+
+
+def _ttls(ttls: Sequence[tuple[int, int]]) -> bytes:
+    out = bytearray(32)
+    for vif, thr in ttls:
+        if not 0 <= vif < 32 or not 0 <= thr <= 255:
+            raise ProtoError(f"bad outbound VIF/threshold ({vif}, {thr})")
+        out[vif] = max(thr, 1)  # 0 would mean "not an output"; TTL > 0 == TTL > 1 here
+    return bytes(out)
+
+
+def op_record(op: Op) -> OpRecord:
+    """Engine op -> wire record.  Raises ProtoError for values that cannot be sent."""
+    if isinstance(op, AddVif):
+        return OpRecord(
+            proto.ADD_VIF, op.family, op.vif, op.ifindex, op.threshold, _Z16, _Z16, _Z32
+        )
+    if isinstance(op, DelVif):
+        return OpRecord(proto.DEL_VIF, op.family, op.vif, op.ifindex, 0, _Z16, _Z16, _Z32)
+    if isinstance(op, AddMfc):
+        return OpRecord(
+            proto.ADD_MFC,
+            op.family,
+            op.parent,
+            0,
+            0,
+            _addr16(op.source),
+            _addr16(op.group),
+            _ttls(op.ttls),
+        )
+    if isinstance(op, DelMfc):
+        return OpRecord(
+            proto.DEL_MFC, op.family, op.parent, 0, 0, _addr16(op.source), _addr16(op.group), _Z32
+        )
+    if isinstance(op, JoinGroup | LeaveGroup):
+        kind = proto.JOIN if isinstance(op, JoinGroup) else proto.LEAVE
+        return OpRecord(
+            kind, op.family, 0, op.ifindex, 0, _addr16(op.source), _addr16(op.group), _Z32
+        )
+    raise ProtoError(f"unknown op {op!r}")
+
+
+class Helper:
+    """A running privileged helper, seen from the parent."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.proc = proc
+        self.sock = sock
+        self._seq = 0
+        self._events: list[Event] = []
+        self._gone = False
+        self._why = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def closed(self) -> bool:
+        if not self._gone and self.proc.poll() is not None:
+            self._mark_gone(f"privileged helper exited (status {self.proc.returncode})")
+        return self._gone
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # --- internals -----------------------------------------------------------
+    def _mark_gone(self, why: str) -> None:
+        if not self._gone:
+            self._gone = True
+            self._why = why
+
+    def _raise_gone(self) -> NoReturn:
+        if not self._why:
+            self._why = "privileged helper is gone"
+        rc = self.proc.poll()
+        if rc is not None and "status" not in self._why:
+            self._why += f" (exit status {rc})"
+        raise HelperGone(self._why)
+
+    def _recv(self, flags: int = 0) -> bytes | None:
+        """One message; None when nothing is waiting (non-blocking mode)."""
+        try:
+            data = self.sock.recv(proto.MAX_MESSAGE + 1, flags)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            self._mark_gone(f"lost the privileged helper: {e.strerror}")
+            self._raise_gone()
+        if not data:
+            self._mark_gone("privileged helper exited")
+            self._raise_gone()
+        return data
+
+    def _buffer(self, data: bytes) -> proto.Message | None:
+        try:
+            msg = proto.decode(data)
+        except ProtoError as e:
+            self._events.append(LogLine(proto.LOG_ERR, f"malformed message from the helper: {e}"))
+            return None
+        if isinstance(msg, Upcall | LogLine):
+            self._events.append(msg)
+            return None
+        return msg
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            self._mark_gone(f"lost the privileged helper: {e.strerror}")
+            self._raise_gone()
+
+    def _request(self, data: bytes, seq: int, count: int, timeout: float) -> tuple[int, ...]:
+        if self.closed:
+            self._raise_gone()
+        self._send(data)
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._mark_gone(f"privileged helper did not answer within {timeout:g} s")
+                self.proc.kill()
+                self._raise_gone()
+            if not poller.poll(left * 1000):
+                continue
+            raw = self._recv(socket.MSG_DONTWAIT)
+            if raw is None:
+                continue
+            msg = self._buffer(raw)
+            if isinstance(msg, proto.Reply) and msg.seq == seq:
+                if len(msg.errnos) != count:
+                    self._events.append(
+                        LogLine(proto.LOG_ERR, "helper answered with the wrong number of results")
+                    )
+                    return tuple(msg.errnos[:count]) + (errno.EPROTO,) * (count - len(msg.errnos))
+                return msg.errnos
+            # a stale REPLY (after a timeout) or a request type: ignore
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
+
+    # --- API -------------------------------------------------------------------
+    def execute(self, ops: Sequence[Op], timeout: float = DEFAULT_TIMEOUT) -> list[int]:
+        """Run `ops` in the helper; one errno per op (0 = done), in order.
+
+        Ops that cannot even be encoded get EINVAL without being sent.  Raises
+        HelperGone if the helper is gone or does not answer within `timeout`
+        seconds per batch.
+        """
+        result = [0] * len(ops)
+        pending: list[tuple[int, bytes]] = []
+        for i, op in enumerate(ops):
+            try:
+                pending.append((i, proto.encode_op(op_record(op))))
+            except ProtoError:
+                result[i] = errno.EINVAL
+        for start in range(0, len(pending), proto.MAX_BATCH):
+            chunk = pending[start : start + proto.MAX_BATCH]
+            seq = self._next_seq()
+            data = proto.encode_ops_raw(seq, [rec for _, rec in chunk])
+            errnos = self._request(data, seq, len(chunk), timeout)
+            for (i, _), err in zip(chunk, errnos, strict=True):
+                result[i] = err
+        return result
+
+    def execute_records(
+        self, records: Sequence[OpRecord], timeout: float = DEFAULT_TIMEOUT
+    ) -> list[int]:
+        """Like `execute`, for wire records (tests, benchmarks)."""
+        out: list[int] = []
+        for start in range(0, len(records), proto.MAX_BATCH):
+            chunk = records[start : start + proto.MAX_BATCH]
+            seq = self._next_seq()
+            out.extend(self._request(proto.encode_ops(seq, chunk), seq, len(chunk), timeout))
+        return out
+
+    def send_raw(self, data: bytes) -> None:
+        """Send arbitrary bytes as one message (tests of the helper's defences)."""
+        self._send(data)
+
+    def write_pidfile(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Ask the helper to write our pid into the PID file (touch it later on)."""
+        seq = self._next_seq()
+        return self._request(proto.encode_pidfile(seq), seq, 1, timeout)[0]
+
+    def read_events(self) -> list[Event]:
+        """Buffered and newly arrived upcalls and log lines; never blocks.
+
+        Raises HelperGone once the helper is gone and nothing is left to return.
+        """
+        if not self._gone:
+            try:
+                while True:
+                    raw = self._recv(socket.MSG_DONTWAIT)
+                    if raw is None:
+                        break
+                    self._buffer(raw)
+            except HelperGone:
+                pass
+        events, self._events = self._events, []
+        if not events and self._gone:
+            self._raise_gone()
+        return events
+
+    def close(self, timeout: float = 5.0) -> int | None:
+        """Close the channel (the helper then cleans up and exits) and wait for it."""
+        self._mark_gone("privileged helper closed")
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def start_helper(
+    v4: socket.socket | None,
+    v6: socket.socket | None,
+    *,
+    pidfile: str,
+    ctlsock: str,
+    loglevel: str,
+) -> Helper:
+    """Spawn the privileged helper with the mroute sockets; close our copies."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for end in (parent, child):
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):
+                end.setsockopt(socket.SOL_SOCKET, opt, SOCKBUF)
+    pass_fds = [child.fileno()]
+    argv = ["--ipc", str(child.fileno())]
+    for name, mr in (("--v4", v4), ("--v6", v6)):
+        if mr is not None:
+            pass_fds.append(mr.fileno())
+            argv += [name, str(mr.fileno())]
+    argv += [
+        "--pidfile",
+        os.path.abspath(pidfile) if pidfile else "",
+        "--ctlsock",
+        os.path.abspath(ctlsock) if ctlsock else "",
+        "--loglevel",
+        loglevel,
+    ]
+    pkgdir = os.path.dirname(os.path.abspath(smcroute.__file__ or "."))
+    privdir = os.path.dirname(os.path.abspath(__file__))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _BOOT, pkgdir, privdir, _libdirs(), *argv],
+            pass_fds=pass_fds,
+            close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+    finally:
+        child.close()
+        for mr in (v4, v6):
+            if mr is not None:
+                mr.close()
+    parent.setblocking(True)
+    return Helper(proc, parent)

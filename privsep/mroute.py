@@ -1,0 +1,230 @@
+"""Opening the multicast routing sockets (root, before the privilege split).
+
+Owns: `open_mroute(family, table)` -- the raw IGMP/ICMPv6 socket that holds
+the kernel's multicast routing API for one table, set up so that only kernel
+upcalls are ever read from it (BPF on IPv4, ICMPv6 filter on IPv6), with a
+large receive buffer and non-blocking; and the mapping of failures to
+sysexits codes via `MrouteError` (69 API in use, 76 no kernel support, 77 not
+enough privileges, 64 bad table id, 71 other OS errors).
+
+Must not: add VIFs or routes, drop privileges, or keep any state.  It runs in
+the root process before the split; the sockets it returns are handed to the
+privileged child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import socket
+import struct
+
+from . import kernel
+
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_OSERR = 71
+EX_PROTOCOL = 76
+EX_NOPERM = 77
+
+RCVBUF = 8 * 1024 * 1024
+
+# Daemons known to take the multicast routing API (matched on /proc/PID/comm).
+KNOWN_DAEMONS = (
+    "pimd",
+    "pim6d",
+    "pim6sd",
+    "pimd-dense",
+    "pimdd",
+    "mrouted",
+    "igmpproxy",
+    "mcproxy",
+    "smcrouted",
+    "smcroute",
+    "omcproxy",
+    "xorp_fea",
+    "bird",
+    "zebra",
+)
+
+_NO_SUPPORT = frozenset(
+    {
+        errno.ENOPROTOOPT,
+        errno.EOPNOTSUPP,
+        errno.EAFNOSUPPORT,
+        errno.EPROTONOSUPPORT,
+        errno.ENOENT,
+        errno.ENOSYS,
+        errno.ESOCKTNOSUPPORT,
+    }
+)
+_NO_PERM = frozenset({errno.EPERM, errno.EACCES})
+_PERM_MSG = "smcrouted must be started as root (needs CAP_NET_ADMIN and CAP_NET_RAW)"
+
+
+class MrouteError(Exception):
+    """Could not open the multicast routing API; `exit_code` is a sysexits code."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.message = message
+
+
+def _fam(family: int) -> str:
+    return "IPv4" if family == socket.AF_INET else "IPv6"
+
+
+def _table(table: int) -> str:
+    return f" table {table}" if table else ""
+
+
+def _my_netns() -> tuple[int, int] | None:
+    try:
+        st = os.stat("/proc/self/ns/net")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def find_culprits() -> list[str]:
+    """Names (`pimd[123]`) of running multicast routing daemons in our netns."""
+    me = os.getpid()
+    ns = _my_netns()
+    found: list[str] = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in sorted(pids):
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        name = comm
+        if comm not in KNOWN_DAEMONS:
+            # Python daemons (and FRR's "pimd"/"pim6d" run as such) show in argv.
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            names = [os.path.basename(a.decode("utf-8", "replace")) for a in argv[:3]]
+            hit = [n for n in names if n in KNOWN_DAEMONS]
+            if not hit:
+                continue
+            name = hit[0]
+        if ns is not None:
+            try:
+                st = os.stat(f"/proc/{pid}/ns/net")
+                if (st.st_dev, st.st_ino) != ns:
+                    continue
+            except OSError:
+                pass  # cannot tell: keep it as a likely culprit
+        found.append(f"{name}[{pid}]")
+    return found
+
+
+def _in_use_message(family: int, table: int) -> str:
+    culprits = find_culprits()
+    who = f" ({', '.join(culprits)})" if culprits else ""
+    return (
+        f"another multicast routing daemon{who} holds the {_fam(family)} "
+        f"multicast routing API{_table(table)}"
+    )
+
+
+def _bpf_upcalls_only(sock: socket.socket) -> None:
+    """IPv4: let through only upcalls (byte 9 == 0), never wire IGMP (byte 9 == 2)."""
+    insns = [
+        (0x30, 0, 0, 9),  # ldb [9]
+        (0x15, 0, 1, 0),  # jeq #0, accept, drop
+        (0x06, 0, 0, 0xFFFF),  # ret #65535 (accept)
+        (0x06, 0, 0, 0),  # ret #0 (drop)
+    ]
+    prog = b"".join(struct.pack("=HBBI", *i) for i in insns)
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    fprog = struct.pack("@HP", len(insns), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, kernel.SO_ATTACH_FILTER, fprog)
+
+
+def _big_rcvbuf(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, kernel.SO_RCVBUFFORCE, RCVBUF)
+    except OSError:
+        # The default still works, it just drops upcalls sooner.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+
+
+def open_mroute(family: int, table: int) -> socket.socket:
+    """Open the IPv4 (AF_INET) or IPv6 (AF_INET6) multicast routing socket.
+
+    `table` 0 is the default table.  Raises `MrouteError`.
+    """
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        raise MrouteError(EX_USAGE, f"unsupported address family {family}")
+    if not 0 <= table < 1_000_000_000:
+        raise MrouteError(EX_USAGE, f"invalid multicast routing table id {table}")
+    fam = _fam(family)
+    if family == socket.AF_INET:
+        proto, level = socket.IPPROTO_IGMP, socket.IPPROTO_IP
+        t_opt, init_opt, assert_opt = kernel.MRT_TABLE, kernel.MRT_INIT, kernel.MRT_ASSERT
+    else:
+        proto, level = kernel.IPPROTO_ICMPV6, socket.IPPROTO_IPV6
+        t_opt, init_opt, assert_opt = kernel.MRT6_TABLE, kernel.MRT6_INIT, kernel.MRT6_ASSERT
+
+    try:
+        sock = socket.socket(family, socket.SOCK_RAW, proto)
+    except OSError as e:
+        if e.errno in _NO_PERM:
+            raise MrouteError(EX_NOPERM, _PERM_MSG) from None
+        if e.errno in _NO_SUPPORT:
+            raise MrouteError(EX_PROTOCOL, f"kernel has no {fam} support: {e.strerror}") from None
+        raise MrouteError(EX_OSERR, f"cannot open the {fam} raw socket: {e.strerror}") from None
+
+    step = "MRT_TABLE"
+    try:
+        if table:
+            sock.setsockopt(level, t_opt, struct.pack("=I", table))
+        step = "MRT_INIT"
+        sock.setsockopt(level, init_opt, 1)
+        step = "MRT_ASSERT"
+        sock.setsockopt(level, assert_opt, 1)
+        step = "filter"
+        if family == socket.AF_INET:
+            _bpf_upcalls_only(sock)
+        else:
+            sock.setsockopt(
+                kernel.IPPROTO_ICMPV6, kernel.ICMP6_FILTER, kernel.ICMP6_FILTER_BLOCKALL
+            )
+        _big_rcvbuf(sock)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        err = e.errno
+        if step == "MRT_INIT" and err == errno.EADDRINUSE:
+            raise MrouteError(EX_UNAVAILABLE, _in_use_message(family, table)) from None
+        if err in _NO_PERM:
+            raise MrouteError(EX_NOPERM, _PERM_MSG) from None
+        if step == "MRT_TABLE" and err in _NO_SUPPORT:
+            raise MrouteError(
+                EX_PROTOCOL,
+                f"kernel has no support for multiple {fam} multicast routing tables "
+                f"(table {table} requested)",
+            ) from None
+        if step == "MRT_TABLE" and err == errno.EINVAL:
+            raise MrouteError(EX_USAGE, f"invalid multicast routing table id {table}") from None
+        if err in _NO_SUPPORT:
+            raise MrouteError(
+                EX_PROTOCOL, f"kernel has no {fam} multicast routing support ({e.strerror})"
+            ) from None
+        raise MrouteError(
+            EX_OSERR, f"cannot set up the {fam} multicast routing socket ({step}): {e.strerror}"
+        ) from None
+    return sock
