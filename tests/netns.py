@@ -501,20 +501,26 @@ class Daemon:
             *self.extra_args,
         ]
 
-    def start(self, timeout: float = 20.0) -> Daemon:
-        """Start the daemon and wait until its IPC socket accepts connections."""
+    def start(self, timeout: float = 20.0, *, wait: bool = True) -> Daemon:
+        """Start the daemon and wait until its IPC socket accepts connections.
+
+        With ``wait=False`` return at once (see :meth:`socket_ready`).
+        """
         with open(self.logfile, "wb") as log:
             self.proc = self.ns.popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
+        if not wait:
+            return self
         try:
-            wait_until(self._socket_ready, timeout=timeout, what=f"{self.binary} IPC socket")
+            wait_until(self.socket_ready, timeout=timeout, what=f"{self.binary} IPC socket")
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _socket_ready(self) -> bool:
+    def socket_ready(self) -> bool:
+        """True once the IPC socket accepts a connection; raise if the daemon died."""
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise HarnessError(
