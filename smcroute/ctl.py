@@ -41,6 +41,11 @@ class Cmd:
     args: str
     summary: str
     example: str = ""
+    brief: str = ""  # one line for the command list; default: summary
+
+    def short(self) -> str:
+        text = self.brief or self.summary.split(".")[0]
+        return text[0].lower() + text[1:]
 
 
 COMMANDS: dict[str, Cmd] = {
@@ -62,6 +67,7 @@ COMMANDS: dict[str, Cmd] = {
             "Remove a route; with OIFs, remove only those outbound interfaces\n"
             "(removing all of them leaves a stop filter).  Also spelt 'rem' and 'del'.",
             "remove eth0 192.168.1.10 239.1.1.1",
+            "remove a route, or only the outbound interfaces given",
         ),
         Cmd(
             "join",
@@ -87,6 +93,7 @@ COMMANDS: dict[str, Cmd] = {
             "Show routes (the default), joined groups, interfaces with their\n"
             "VIF/MIF numbers, or directives waiting for a missing interface.",
             "show groups",
+            "show routes (default), joined groups, interfaces or pending directives",
         ),
         Cmd("flush", 0, 0, "", "Drop the (*,G) routes learned from templates, now."),
         Cmd("reload", 0, 0, "", "Re-read the configuration file, like SIGHUP."),
@@ -116,7 +123,11 @@ def usage_text() -> str:
         "Commands (any unambiguous prefix works, e.g. 's g' for 'show groups'):",
     ]
     for c in COMMANDS.values():
-        lines.append(f"  {c.name:<7} {c.args}".rstrip())
+        brief = c.short()
+        if c.args:
+            lines += [f"  {c.name:<9}{c.args}", f"           {brief}"]
+        else:
+            lines.append(f"  {c.name:<9}{brief}")
     lines += [
         "",
         "Without a command, 'show' (routes) is run.  IIF and OIF are interface names;",
