@@ -368,12 +368,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 1
     except click.exceptions.Abort:
         code = 130
+    except SystemExit as e:  # click exits by itself only on EPIPE
+        if e.code not in (0, None):
+            _silence_stdout()
+        code = e.code if isinstance(e.code, int) else 1
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:
-        # The reader of our output went away (e.g. `| head`): not an error.
+        # The reader of our output went away (e.g. `| head`): say nothing more.
         _silence_stdout()
-        code = 0
+        code = 1
     except Exception as e:  # never a traceback
         _report(sys.stderr, f"internal error: {type(e).__name__}: {e}")
         code = 1

@@ -419,3 +419,23 @@ def test_program_exit_codes(daemon: FakeDaemon, tmp_path: Path) -> None:
     assert "Traceback" not in p.stderr
     p = prog("--bogus")
     assert p.returncode == 1 and "Traceback" not in p.stderr
+
+
+def test_program_reader_going_away(tmp_path: Path) -> None:
+    from smcroute.ipc import Response
+
+    many = {"routes": {"asm": [], "ssm": [], "kernel": [ROUTES["routes"]["kernel"][1]] * 20000}}
+    with FakeDaemon(str(tmp_path / "big"), handler=lambda r: Response.success(many)) as d:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "smcroute.ctl", "-u", d.path, "-p", "show"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.read(100)
+        p.stdout.close()
+        err = p.stderr.read().decode()
+        p.wait(30)
+        p.stderr.close()
+    assert err == ""
+    assert p.returncode in (0, 1)
