@@ -80,6 +80,7 @@ MAX_ARG_LEN = 256
 MAX_CLIENTS = 64
 IDLE_TIMEOUT = 10.0  # seconds a client may sit without progress
 MAX_OUTPUT = 4 * 1024 * 1024  # stop reading a client's requests above this backlog
+BATCH = 64  # requests answered per client per wakeup (fairness)
 CTL_TAG = "ctl"  # selector keys registered by a ControlServer carry (CTL_TAG, server)
 
 
@@ -384,12 +385,19 @@ class ControlServer:
                 self._sel.register(conn, selectors.EVENT_READ, self._tag)
 
     def _service(self, c: _Client) -> None:
-        """Answer what can be answered, write what can be written, no blocking."""
-        while True:
-            self._process(c)
+        """Answer what can be answered, write what can be written, no blocking.
+
+        At most `BATCH` requests per wakeup, so a client pipelining thousands
+        of requests does not starve the others (the rest wait for the next
+        loop turn; write interest makes sure there is one).
+        """
+        budget = BATCH
+        while budget > 0:
+            answered = self._process(c, budget)
+            budget -= answered
             if not self._write(c):
                 return  # dropped
-            if c.outbuf or c.closing or not self._has_request(c):
+            if not answered or c.outbuf or c.closing or not self._has_request(c):
                 break
         if c.closing and not c.outbuf:
             self._drop(c)
@@ -403,8 +411,10 @@ class ControlServer:
     def _has_request(c: _Client) -> bool:
         return b"\n" in c.inbuf or (c.eof and bool(c.inbuf.strip()))
 
-    def _process(self, c: _Client) -> None:
-        while not c.closing and len(c.outbuf) < MAX_OUTPUT:
+    def _process(self, c: _Client, budget: int) -> int:
+        """Answer up to `budget` complete requests; return how many."""
+        done = 0
+        while done < budget and not c.closing and len(c.outbuf) < MAX_OUTPUT:
             nl = c.inbuf.find(b"\n")
             if nl < 0:
                 if len(c.inbuf) > MAX_REQUEST:
@@ -414,11 +424,14 @@ class ControlServer:
                     line = bytes(c.inbuf)
                     c.inbuf.clear()
                     self._answer(c, line)
+                    done += 1
                 break
             line = bytes(c.inbuf[:nl])
             del c.inbuf[: nl + 1]
             if line.strip():
                 self._answer(c, line)
+                done += 1
+        return done
 
     def _answer(self, c: _Client, line: bytes) -> None:
         try:
@@ -457,8 +470,8 @@ class ControlServer:
         events = 0
         if not c.closing and not c.eof and len(c.outbuf) < MAX_OUTPUT:
             events |= selectors.EVENT_READ
-        if c.outbuf:
-            events |= selectors.EVENT_WRITE
+        if c.outbuf or (not c.closing and self._has_request(c)):
+            events |= selectors.EVENT_WRITE  # also: requests left for the next turn
         if not events:
             self._drop(c)
             return

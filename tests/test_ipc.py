@@ -216,6 +216,26 @@ def test_server_pipelined_requests_answered_in_order(sock_path: str) -> None:
         s.close()
 
 
+def test_pipelining_client_does_not_starve_others(sock_path: str) -> None:
+    order: list[str] = []
+
+    def slow(req: Request) -> Response:
+        order.append(req.cmd)
+        time.sleep(0.0005)
+        return Response.success()
+
+    with FakeDaemon(sock_path, handler=slow):
+        hog = raw(sock_path)
+        hog.sendall(b"".join(encode_request("join", ["a1", "225.1.1.1"]) for _ in range(2000)))
+        time.sleep(0.05)  # the server is busy with the hog's requests now
+        with ControlClient(sock_path, timeout=5) as c:
+            assert c.request("flush").ok
+        assert len(read_lines(hog, 2000)) == 2000
+        hog.close()
+    # The flush was answered long before the hog's last request.
+    assert order.index("flush") < 1900
+
+
 def test_server_request_split_across_writes(sock_path: str) -> None:
     with FakeDaemon(sock_path):
         s = raw(sock_path)
