@@ -266,7 +266,16 @@ class ControlServer:
     calls `server.expire(time.monotonic())` after each select to close idle
     clients.  Before exiting (e.g. after a `kill` request) it calls
     `server.flush_all()` so queued responses reach their clients, then
-    `server.close()`.  `clock` supplies the time at accept/read/write.
+    `server.close()` (which closes the listening socket but leaves unlinking
+    its path to the daemon).  `clock` supplies the time at accept/read/write
+    and must be the clock `expire()` and `next_deadline()` are compared with.
+
+    Limits: requests of at most `MAX_REQUEST` bytes (else "request too
+    large" and close), at most `max_clients` connections (the next one gets
+    "too many clients" and is closed), clients idle for `idle_timeout`
+    seconds are closed, at most `BATCH` requests per client per wakeup, and
+    a client that does not read its replies is not read from while more than
+    `MAX_OUTPUT` bytes wait for it.
     """
 
     def __init__(
