@@ -1,0 +1,693 @@
+"""The privileged helper against the real kernel, each test in its own netns.
+
+Every test runs one scenario of this file in a subprocess under
+`unshare --net` (a fresh, anonymous network namespace that disappears with
+the process, so nothing can leak into the host even when a test fails):
+`python tests/test_privsep_kernel.py SCENARIO`.  A scenario builds veth
+pairs, opens the mroute sockets, starts a real helper and asserts on what
+the kernel shows in /proc/net.  Needs root.
+
+`python tests/test_privsep_kernel.py bench` prints ADD_MFC throughput and
+the helper's RSS (run it under `unshare --net`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import pytest
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+        reason="needs root, unshare and ip",
+    ),
+]
+
+HERE = os.path.abspath(__file__)
+
+
+def run_scenario(name: str, timeout: float = 120) -> str:
+    proc = subprocess.run(
+        ["unshare", "--net", sys.executable, HERE, name],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"scenario {name} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+# ============================================================================
+# Scenario side (runs inside the fresh netns)
+# ============================================================================
+
+Z16, Z32 = bytes(16), bytes(32)
+
+
+def sh(cmd: str) -> None:
+    subprocess.run(cmd, shell=True, check=True)
+
+
+def setup_links(n: int = 3) -> dict[str, int]:
+    sh("ip link set lo up")
+    for i in range(1, n + 1):
+        sh(f"ip link add a{i} type veth peer name b{i}")
+        sh(f"ip link set a{i} up && ip link set b{i} up")
+    return {f"a{i}": socket.if_nametoindex(f"a{i}") for i in range(1, n + 1)}
+
+
+def proc(name: str) -> str:
+    with open(f"/proc/net/{name}") as f:
+        return f.read()
+
+
+def rows(name: str) -> list[list[str]]:
+    return [line.split() for line in proc(name).splitlines()[1:] if line.strip()]
+
+
+def hex4(addr: str) -> str:
+    """/proc/net/ip_mr_cache and igmp print addresses as host-order hex."""
+    return f"{int.from_bytes(IPv4Address(addr).packed, sys.byteorder):08X}"
+
+
+def hex6(addr: str) -> str:
+    return IPv6Address(addr).packed.hex()
+
+
+def igmp_groups(ifname: str) -> set[str]:
+    out: set[str] = set()
+    cur = None
+    for line in proc("igmp").splitlines()[1:]:
+        if not line.startswith("\t"):
+            cur = line.split()[1]
+        elif cur == ifname:
+            out.add(line.split()[0])
+    return out
+
+
+class World:
+    """mroute sockets + a real helper in this netns."""
+
+    def __init__(self, v4: bool = True, v6: bool = True, loglevel: str = "debug") -> None:
+        from smcroute.privsep.client import start_helper
+        from smcroute.privsep.mroute import open_mroute
+
+        self.tmp = tempfile.mkdtemp(prefix="smcr-privsep-")
+        self.pidfile = os.path.join(self.tmp, "smcroute.pid")
+        self.ctlsock = os.path.join(self.tmp, "smcroute.sock")
+        s4 = open_mroute(socket.AF_INET, 0) if v4 else None
+        s6 = open_mroute(socket.AF_INET6, 0) if v6 else None
+        self.h = start_helper(s4, s6, pidfile=self.pidfile, ctlsock=self.ctlsock, loglevel=loglevel)
+
+    def ex(self, *ops: object) -> list[int]:
+        return self.h.execute(ops)  # type: ignore[arg-type]
+
+    def logs(self) -> list[str]:
+        from smcroute.privsep.proto import LogLine
+
+        return [e.text for e in self.h.read_events() if isinstance(e, LogLine)]
+
+    def raw(self, data: bytes, timeout: float = 5.0) -> tuple[object | None, list[str]]:
+        """Send raw bytes; return (the REPLY if one comes, the log lines meanwhile)."""
+        from smcroute.privsep import proto
+
+        self.h.send_raw(data)
+        deadline = time.monotonic() + timeout
+        logs: list[str] = []
+        reply = None
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.h.sock], [], [], 0.3)
+            if not r:
+                if logs:
+                    break
+                continue
+            msg = proto.decode(self.h.sock.recv(proto.MAX_MESSAGE))
+            if isinstance(msg, proto.LogLine):
+                logs.append(msg.text)
+            elif isinstance(msg, proto.Reply):
+                reply = msg
+                break
+        return reply, logs
+
+
+def A(s: str) -> IPv4Address | IPv6Address:
+    return ip_address(s)
+
+
+def sc_ops() -> None:
+    from smcroute.engine.ops import AddMfc, AddVif, DelMfc, DelVif, JoinGroup, LeaveGroup
+
+    ifx = setup_links(3)
+    w = World()
+    a1, a2, a3 = ifx["a1"], ifx["a2"], ifx["a3"]
+    # IPv4 VIFs and routes
+    assert w.ex(
+        AddVif(4, 0, a1, 1, "a1"), AddVif(4, 1, a2, 1, "a2"), AddVif(4, 2, a3, 1, "a3")
+    ) == [0, 0, 0]
+    vifs = {r[0]: r for r in rows("ip_mr_vif")}
+    assert vifs["0"][1] == "a1" and vifs["1"][1] == "a2" and vifs["2"][1] == "a3"
+    assert w.ex(
+        AddMfc(4, A("10.0.0.1"), A("225.1.2.3"), 0, ((1, 1), (2, 64))),
+        AddMfc(4, None, A("225.9.9.9"), 1, ((0, 1), (1, 1), (2, 1))),
+    ) == [0, 0]
+    cache = {(r[0], r[1]): r for r in rows("ip_mr_cache")}
+    e = cache[(hex4("225.1.2.3"), hex4("10.0.0.1"))]
+    assert e[2] == "0" and e[6:] == ["1:1", "2:64"], e
+    e = cache[(hex4("225.9.9.9"), "00000000")]
+    assert e[2] == "1" and e[6:] == ["0:1", "1:1", "2:1"], e
+    # replacing an entry (different parent) is fine; deleting a missing one is ENOENT
+    assert w.ex(AddMfc(4, A("10.0.0.1"), A("225.1.2.3"), 2, ((0, 1),))) == [0]
+    assert cache_row4("225.1.2.3", "10.0.0.1")[2] == "2"
+    assert w.ex(
+        DelMfc(4, A("10.0.0.1"), A("225.1.2.3"), 2), DelMfc(4, A("10.0.0.7"), A("225.1.2.3"), 0)
+    ) == [
+        0,
+        errno.ENOENT,
+    ]
+    assert cache_row4("225.1.2.3", "10.0.0.1") is None
+    # IPv6
+    assert w.ex(
+        AddVif(6, 0, a1, 1, "a1"), AddVif(6, 1, a2, 1, "a2"), AddVif(6, 5, a3, 1, "a3")
+    ) == [0, 0, 0]
+    mifs = {r[0]: r[1] for r in rows("ip6_mr_vif")}
+    assert mifs == {"0": "a1", "1": "a2", "5": "a3"}
+    assert w.ex(AddMfc(6, A("fc00::1"), A("ff0e::1:2"), 0, ((1, 1), (5, 200)))) == [0]
+    e6 = {(r[0], r[1]): r for r in rows("ip6_mr_cache")}
+    key6 = (fmt6("ff0e::1:2"), fmt6("fc00::1"))
+    assert e6[key6][2] == "0" and sorted(e6[key6][6:]) == ["1:1", "5:1"], e6
+    assert w.ex(DelMfc(6, A("fc00::1"), A("ff0e::1:2"), 0)) == [0]
+    assert not rows("ip6_mr_cache")
+    # joins
+    j = [
+        JoinGroup(4, a1, A("225.1.1.1"), None, "a1"),
+        JoinGroup(4, a1, A("232.1.1.1"), A("10.0.0.9"), "a1"),
+        JoinGroup(6, a1, A("ff0e::5"), None, "a1"),
+        JoinGroup(6, a1, A("ff3e::6"), A("fc00::9"), "a1"),
+    ]
+    assert w.ex(*j) == [0, 0, 0, 0]
+    assert w.ex(j[0], j[1]) == [errno.EADDRINUSE, errno.EADDRINUSE]
+    assert {hex4("225.1.1.1"), hex4("232.1.1.1")} <= igmp_groups("a1")
+    mcf = rows("mcfilter")
+    assert any(r[1] == "a1" and r[3] == "0x0a000009" and r[2] == "0xe8010101" for r in mcf), mcf
+    assert any(r[1] == "a1" and r[2] == hex6("ff0e::5") for r in rows("igmp6"))
+    assert any(
+        r[1] == "a1" and r[2] == hex6("ff3e::6") and r[3] == hex6("fc00::9")
+        for r in rows("mcfilter6")
+    )
+    leaves = [LeaveGroup(o.family, o.ifindex, o.group, o.source, o.ifname) for o in j]
+    assert w.ex(*leaves) == [0, 0, 0, 0]
+    assert w.ex(leaves[0]) == [errno.EADDRNOTAVAIL]
+    assert hex4("225.1.1.1") not in igmp_groups("a1") and not rows("mcfilter")
+    assert not any(r[2] in (hex6("ff0e::5"), hex6("ff3e::6")) for r in rows("igmp6"))
+    assert not rows("mcfilter6")
+    # VIF removal
+    assert w.ex(DelVif(4, 2, a3, "a3"), DelVif(6, 5, a3, "a3")) == [0, 0]
+    assert "2" not in {r[0] for r in rows("ip_mr_vif")} and "5" not in {
+        r[0] for r in rows("ip6_mr_vif")
+    }
+    # PID file: the parent's pid, touched afterwards
+    assert w.h.write_pidfile() == 0
+    with open(w.pidfile) as f:
+        assert int(f.read()) == os.getpid()
+    os.utime(w.pidfile, (1, 1))
+    assert w.h.write_pidfile() == 0 and os.stat(w.pidfile).st_mtime > 1
+    with open(w.ctlsock, "w"):
+        pass
+    assert w.h.close() == 0
+    # the kernel removed everything the helper's sockets installed; files removed
+    assert not rows("ip_mr_vif") and not rows("ip_mr_cache")
+    assert not rows("ip6_mr_vif") and not rows("ip6_mr_cache")
+    assert not os.path.exists(w.pidfile) and not os.path.exists(w.ctlsock)
+
+
+def fmt6(addr: str) -> str:
+    return ":".join(IPv6Address(addr).exploded.split(":"))
+
+
+def cache_row4(group: str, source: str) -> list[str] | None:
+    for r in rows("ip_mr_cache"):
+        if r[0] == hex4(group) and r[1] == hex4(source):
+            return r
+    return None
+
+
+def sc_many_joins() -> None:
+    from smcroute.engine.ops import JoinGroup, LeaveGroup
+
+    ifx = setup_links(1)
+    a1 = ifx["a1"]
+    w = World()
+    asm = [JoinGroup(4, a1, A(f"225.2.0.{i}"), None, "a1") for i in range(1, 51)]
+    ssm = [JoinGroup(4, a1, A("232.7.7.7"), A(f"10.1.0.{i}"), "a1") for i in range(1, 16)]
+    ssm6 = [JoinGroup(6, a1, A("ff3e::77"), A(f"fc00::{i:x}"), "a1") for i in range(1, 71)]
+    assert w.ex(*asm, *ssm, *ssm6) == [0] * (50 + 15 + 70)
+    groups = igmp_groups("a1")
+    assert {hex4(f"225.2.0.{i}") for i in range(1, 51)} <= groups
+    assert len([r for r in rows("mcfilter") if r[2] == "0xe8070707"]) == 15
+    assert len([r for r in rows("mcfilter6") if r[2] == hex6("ff3e::77")]) == 70
+    # more sockets than one (20 groups / 10 sources per IPv4 socket)
+    nfd = len(os.listdir(f"/proc/{w.h.pid}/fd"))
+    assert nfd >= 3 + 3 + 2 + 1, nfd
+    leaves = [
+        LeaveGroup(o.family, o.ifindex, o.group, o.source, o.ifname) for o in asm + ssm + ssm6
+    ]
+    assert w.ex(*leaves) == [0] * len(leaves)
+    assert not any(g.startswith("E1") or g == "E8070707" for g in igmp_groups("a1") - {"E00000001"})
+    assert not {hex4(f"225.2.0.{i}") for i in range(1, 51)} & igmp_groups("a1")
+    assert not rows("mcfilter") and not rows("mcfilter6")
+    # every join socket was closed again
+    assert len(os.listdir(f"/proc/{w.h.pid}/fd")) < nfd
+    assert w.h.close() == 0
+
+
+def sc_refuse() -> None:
+    from smcroute.privsep import proto
+    from smcroute.privsep.proto import OpRecord
+
+    ifx = setup_links(2)
+    a1, a2 = ifx["a1"], ifx["a2"]
+    w = World()
+    g4, s4 = b"\xe1\1\2\3" + bytes(12), b"\x0a\0\0\1" + bytes(12)
+    good_vif = OpRecord(proto.ADD_VIF, 4, 0, a1, 1, Z16, Z16, Z32)
+    assert w.h.execute_records([good_vif, good_vif._replace(vif=1, ifindex=a2)]) == [0, 0]
+    ttl1 = bytes([0, 1]) + bytes(30)
+    good_mfc = OpRecord(proto.ADD_MFC, 4, 0, 0, 0, s4, g4, ttl1)
+    bad = [
+        good_vif._replace(vif=32),
+        good_vif._replace(ifindex=0),
+        good_vif._replace(ifindex=999999),
+        good_vif._replace(family=5),
+        good_vif._replace(kind=99),
+        good_vif._replace(source=s4),
+        good_mfc._replace(group=b"\x0a\0\0\2" + bytes(12)),  # unicast group
+        good_mfc._replace(source=b"\xe1\0\0\1" + bytes(12)),  # multicast source
+        good_mfc._replace(group=g4[:4] + b"\1" + bytes(11)),  # IPv4 padding
+        good_mfc._replace(vif=7),  # parent VIF that does not exist
+        good_mfc._replace(ttls=bytes([0, 1, 0, 0, 0, 0, 0, 0, 0, 9]) + bytes(22)),  # OIF missing
+        good_mfc._replace(vif=32),
+        good_mfc._replace(ifindex=3),
+        OpRecord(proto.ADD_MFC, 6, 0, 0, 0, Z16, b"\xff\x0e" + bytes(14), Z32),  # no IPv6 VIF 0
+        OpRecord(proto.JOIN, 4, 0, 0, 0, Z16, g4, Z32),
+        OpRecord(proto.JOIN, 4, 0, 424242, 0, Z16, g4, Z32),
+        OpRecord(proto.JOIN, 4, 0, a1, 0, Z16, s4, Z32),
+        OpRecord(proto.JOIN, 4, 3, a1, 0, Z16, g4, Z32),
+        OpRecord(proto.DEL_MFC, 4, 0, 0, 0, s4, g4, ttl1),
+    ]
+    res = w.h.execute_records([*bad, good_mfc])
+    assert res == [errno.EINVAL] * len(bad) + [0], res
+    logs = w.logs()
+    assert sum("refused op" in line for line in logs) == len(bad), logs
+    assert cache_row4("225.1.2.3", "10.0.0.1") is not None
+    # malformed, truncated, unknown messages: refused, logged, helper keeps serving
+    ops_msg = proto.encode_ops(0xABC, [good_mfc, good_mfc])
+    cases: list[tuple[bytes, int | None]] = [
+        (ops_msg[:-1], 2),  # truncated but attributable: EPROTO for both
+        (ops_msg + b"\0", 2),
+        (ops_msg[: 12 + 9] + b"\1" + ops_msg[12 + 10 :], 2),  # reserved byte set
+        (b"garbage", None),
+        (b"\0" * 12, None),
+        (proto.HEADER.pack(proto.MAGIC, proto.VERSION, 0x55, 1, 0, 0), None),  # unknown type
+        (proto.encode_log(3, "hello"), None),  # child->parent type sent to the child
+        (proto.encode_upcall_raw(4, 1, 0, b"\x0a\0\0\1", b"\xe1\0\0\1"), None),
+        (proto.HEADER.pack(proto.MAGIC, 9, proto.T_OPS, 1, 1, 0) + bytes(76), None),  # version
+        (b"x" * (proto.MAX_MESSAGE + 100), None),  # oversized
+    ]
+    for data, count in cases:
+        reply, logs = w.raw(data)
+        assert logs and "refused" in logs[0], (data[:20], logs)
+        if count is None:
+            assert reply is None, (data[:20], reply)
+        else:
+            assert isinstance(reply, proto.Reply) and reply.errnos == (errno.EPROTO,) * count
+    # still serving
+    assert w.h.execute_records([good_mfc._replace(source=b"\x0a\0\0\2" + bytes(12))]) == [0]
+    assert cache_row4("225.1.2.3", "10.0.0.2") is not None
+    assert not w.h.closed
+    assert w.h.close() == 0
+
+
+def sc_caps() -> None:
+    w = World()
+    assert w.h.write_pidfile() == 0  # helper has dropped privileges by now
+    with open(f"/proc/{w.h.pid}/status") as f:
+        st = dict(line.split(":", 1) for line in f.read().splitlines())
+    st = {k: v.strip() for k, v in st.items()}
+    assert st["CapEff"] == "0000000000003000", st["CapEff"]
+    assert st["CapPrm"] == "0000000000003000"
+    assert st["CapInh"] == "0000000000000000"
+    assert st["CapAmb"] == "0000000000000000"
+    assert st["CapBnd"] == "0000000000003000"
+    assert st["NoNewPrivs"] == "1"
+    assert st["Name"] == "smcrouted-priv"
+    rss_kb = int(st["VmRSS"].split()[0])
+    assert rss_kb < 15 * 1024, rss_kb
+    with open(f"/proc/{w.h.pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == b"smcrouted: privileged helper"
+    # only stdio, the socketpair and the two mroute sockets are open
+    fds = sorted(int(x) for x in os.listdir(f"/proc/{w.h.pid}/fd"))
+    assert len(fds) == 6, fds
+    # the helper imported nothing of the parser/engine world
+    mods = subprocess.run(
+        [sys.executable, "-c", CHILD_IMPORTS], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for bad in ("lark", "click", "smcroute.engine", "smcroute.model", "smcroute.parser"):
+        assert not any(m == bad or m.startswith(bad + ".") for m in mods), bad
+    print(json.dumps({"rss_kb": rss_kb}))
+    assert w.h.close() == 0
+
+
+CHILD_IMPORTS = """
+import sys
+import smcroute.privsep.child, smcroute.privsep.kernel, smcroute.privsep.proto
+print(' '.join(sorted(sys.modules)))
+"""
+
+
+def sc_parent_close() -> None:
+    from smcroute.engine.ops import AddMfc, AddVif, JoinGroup
+
+    ifx = setup_links(2)
+    w = World()
+    a1, a2 = ifx["a1"], ifx["a2"]
+    assert (
+        w.ex(
+            AddVif(4, 0, a1, 1, "a1"),
+            AddVif(4, 1, a2, 1, "a2"),
+            AddMfc(4, A("10.0.0.1"), A("225.1.2.3"), 0, ((1, 1),)),
+            AddVif(6, 0, a1, 1, "a1"),
+            AddVif(6, 1, a2, 1, "a2"),
+            AddMfc(6, A("fc00::1"), A("ff0e::1"), 0, ((1, 1),)),
+            JoinGroup(4, a1, A("225.5.5.5"), None, "a1"),
+            JoinGroup(6, a1, A("ff0e::5"), None, "a1"),
+        )
+        == [0] * 8
+    )
+    assert w.h.write_pidfile() == 0
+    pid = w.h.pid
+    w.h.sock.close()  # like the parent dying
+    assert w.h.proc.wait(10) == 0
+    assert not os.path.exists(f"/proc/{pid}")  # exited and reaped
+    for t in ("ip_mr_vif", "ip_mr_cache", "ip6_mr_vif", "ip6_mr_cache", "mcfilter", "mcfilter6"):
+        assert not rows(t), (t, proc(t))
+    assert hex4("225.5.5.5") not in igmp_groups("a1")
+    assert not any(r[2] == hex6("ff0e::5") for r in rows("igmp6"))
+    assert not os.path.exists(w.pidfile)
+
+
+def sc_kill_child() -> None:
+    from smcroute.privsep.client import HelperGone
+
+    from smcroute.engine.ops import AddVif
+
+    ifx = setup_links(1)
+    w = World()
+    assert w.ex(AddVif(4, 0, ifx["a1"], 1, "a1")) == [0]
+    w.h.read_events()
+    os.kill(w.h.pid, signal.SIGKILL)
+    w.h.proc.wait(10)
+    # the daemon's selector wakes up: the channel reads as EOF
+    r, _, _ = select.select([w.h], [], [], 5)
+    assert r
+    try:
+        w.h.read_events()
+        raise AssertionError("read_events did not notice")
+    except HelperGone as e:
+        assert "exit" in str(e) or "gone" in str(e), e
+    assert w.h.closed
+    try:
+        w.ex(AddVif(4, 1, ifx["a1"], 1, "a1"))
+        raise AssertionError("execute did not notice")
+    except HelperGone:
+        pass
+    # the kernel cleaned up when the killed helper's sockets closed
+    assert not rows("ip_mr_vif")
+
+
+def sc_sigterm() -> None:
+    """The helper's PDEATHSIG is SIGTERM: it must exit 0 and clean up on it."""
+    from smcroute.engine.ops import AddVif
+
+    ifx = setup_links(1)
+    w = World()
+    assert w.ex(AddVif(4, 0, ifx["a1"], 1, "a1")) == [0]
+    assert w.h.write_pidfile() == 0
+    os.kill(w.h.pid, signal.SIGTERM)
+    assert w.h.proc.wait(10) == 0
+    assert not rows("ip_mr_vif") and not os.path.exists(w.pidfile)
+
+
+def sc_mroute_busy() -> None:
+    from smcroute.privsep.mroute import MrouteError, open_mroute
+
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        s = open_mroute(fam, 0)
+        try:
+            open_mroute(fam, 0)
+            raise AssertionError("second MRT_INIT on the same table succeeded")
+        except MrouteError as e:
+            assert e.exit_code == 69, e
+            assert "another multicast routing daemon" in e.message, e.message
+        s1 = open_mroute(fam, 1)
+        s2 = open_mroute(fam, 2)
+        try:
+            open_mroute(fam, 2)
+            raise AssertionError("table 2 twice")
+        except MrouteError as e:
+            assert e.exit_code == 69 and "table 2" in e.message, e.message
+        for x in (s, s1, s2):
+            x.close()
+        open_mroute(fam, 0).close()  # free again once closed
+    try:
+        open_mroute(socket.AF_INET, 1_000_000_000)
+        raise AssertionError("bad table id accepted")
+    except MrouteError as e:
+        assert e.exit_code == 64
+
+
+def sc_mroute_culprit() -> None:
+    """A running 'pimd' (a renamed sleeper holding the API) is named in the message."""
+    from smcroute.privsep.mroute import MrouteError, open_mroute
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket, sys, prctl\n"
+            "from smcroute.privsep.mroute import open_mroute\n"
+            "s = open_mroute(socket.AF_INET, 0); prctl.set_name('pimd')\n"
+            "print('ready', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        try:
+            open_mroute(socket.AF_INET, 0)
+            raise AssertionError("not busy")
+        except MrouteError as e:
+            assert e.exit_code == 69
+            assert f"pimd[{holder.pid}]" in e.message, e.message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def sc_upcalls() -> None:
+    from smcroute.privsep.proto import Upcall
+
+    from smcroute.engine.ops import AddVif
+
+    ifx = setup_links(2)
+    sh("ip addr add 10.0.0.1/24 dev a1 && ip -6 addr add fc00::1/64 dev a1 nodad")
+    w = World()
+    a1, a2 = ifx["a1"], ifx["a2"]
+    assert w.ex(AddVif(4, 0, a1, 1, "a1"), AddVif(4, 1, a2, 1, "a2")) == [0, 0]
+    assert w.ex(AddVif(6, 0, a1, 1, "a1"), AddVif(6, 1, a2, 1, "a2")) == [0, 0]
+    s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s4.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.0.0.1"))
+    s4.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 5)
+    s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s6.bind(("fc00::1", 0))
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, a1)
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 5)
+    want4 = Upcall(4, 1, 0, A("10.0.0.1"), A("225.3.3.3"))
+    want6 = Upcall(6, 1, 0, A("fc00::1"), A("ff0e::33"))
+    got: set[Upcall] = set()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not {want4, want6} <= got:
+        s4.sendto(b"x", ("225.3.3.3", 5000))
+        s6.sendto(b"x", ("ff0e::33", 5000))
+        r, _, _ = select.select([w.h], [], [], 0.5)
+        if r:
+            got |= {e for e in w.h.read_events() if isinstance(e, Upcall)}
+    assert want4 in got and want6 in got, got
+    # real IGMP/MLD from the wire never reaches the parent: only upcalls did
+    assert all(e.msgtype in (1, 2) for e in got)
+    assert w.h.close() == 0
+
+
+def sc_parent_caps() -> None:
+    """drop_parent_privileges in a subprocess: CapEff 0 afterwards."""
+    code = (
+        "from smcroute.privsep.caps import drop_parent_privileges as d\n"
+        "print(d(None, None))\n"
+        "print(open('/proc/self/status').read())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("running as "), out
+    st = {
+        k: v.strip()
+        for k, v in (line.split(":", 1) for line in out.splitlines()[1:] if ":" in line)
+    }
+    assert st["CapEff"] == st["CapPrm"] == st["CapBnd"] == st["CapAmb"] == "0000000000000000", st
+    assert st["NoNewPrivs"] == "1"
+    assert st["Uid"].split()[0] != "0"
+    # a user namespace mapping only root: no user to switch to
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.startswith("user switch impossible"), out
+    st = {
+        k: v.strip()
+        for k, v in (line.split(":", 1) for line in out.splitlines()[1:] if ":" in line)
+    }
+    assert st["CapEff"] == st["CapPrm"] == st["CapBnd"] == "0000000000000000", st
+    assert st["NoNewPrivs"] == "1"
+
+
+def sc_bench() -> None:
+    """ADD_MFC/DEL_MFC throughput through the helper, and its RSS."""
+    from smcroute.engine.ops import AddMfc, AddVif, DelMfc
+
+    n = int(os.environ.get("BENCH_N", "100000"))
+    ifx = setup_links(3)
+    w = World(loglevel="notice")
+    a1, a2, a3 = ifx["a1"], ifx["a2"], ifx["a3"]
+    assert (
+        w.ex(AddVif(4, 0, a1, 1, "a1"), AddVif(4, 1, a2, 1, "a2"), AddVif(4, 2, a3, 1, "a3"))
+        == [0] * 3
+    )
+    assert (
+        w.ex(AddVif(6, 0, a1, 1, "a1"), AddVif(6, 1, a2, 1, "a2"), AddVif(6, 2, a3, 1, "a3"))
+        == [0] * 3
+    )
+    res = {}
+    for fam in (4, 6):
+        if fam == 4:
+            ops = [
+                AddMfc(
+                    4,
+                    IPv4Address(0x0A000000 + i // 250 + 1),
+                    IPv4Address(0xE1000000 + i),
+                    0,
+                    ((1, 1), (2, 1)),
+                )
+                for i in range(n)
+            ]
+        else:
+            ops = [
+                AddMfc(
+                    6,
+                    IPv6Address(0xFC00 << 112 | (i // 250 + 1)),
+                    IPv6Address(0xFF0E << 112 | i),
+                    0,
+                    ((1, 1), (2, 1)),
+                )
+                for i in range(n)
+            ]
+        t0 = time.perf_counter()
+        r = w.h.execute(ops)
+        t1 = time.perf_counter()
+        assert r == [0] * n, sorted(set(r))
+        dels = [DelMfc(o.family, o.source, o.group, o.parent) for o in ops]
+        t2 = time.perf_counter()
+        r = w.h.execute(dels)
+        t3 = time.perf_counter()
+        assert r == [0] * n
+        res[f"ipv{fam}_add_mfc_ops_per_s"] = round(n / (t1 - t0))
+        res[f"ipv{fam}_del_mfc_ops_per_s"] = round(n / (t3 - t2))
+    with open(f"/proc/{w.h.pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                res[line.split(":")[0]] = line.split(":")[1].strip()
+    res["n"] = n
+    print(json.dumps(res))
+    w.h.close()
+
+
+SCENARIOS: dict[str, Callable[[], None]] = {
+    name[3:]: fn for name, fn in list(globals().items()) if name.startswith("sc_") and callable(fn)
+}
+
+# ============================================================================
+# pytest side
+# ============================================================================
+
+
+def test_ops_visible_in_proc() -> None:
+    run_scenario("ops")
+
+
+def test_many_joins_asm_and_ssm() -> None:
+    run_scenario("many_joins")
+
+
+def test_helper_refuses_bad_input_and_keeps_serving() -> None:
+    run_scenario("refuse")
+
+
+def test_helper_capabilities_and_rss() -> None:
+    run_scenario("caps")
+
+
+def test_parent_close_makes_helper_exit_and_kernel_clean() -> None:
+    run_scenario("parent_close")
+
+
+def test_killed_helper_is_noticed() -> None:
+    run_scenario("kill_child")
+
+
+def test_sigterm_cleans_up() -> None:
+    run_scenario("sigterm")
+
+
+def test_open_mroute_busy_and_tables() -> None:
+    run_scenario("mroute_busy")
+
+
+def test_open_mroute_names_culprit() -> None:
+    run_scenario("mroute_culprit")
+
+
+def test_upcalls_forwarded() -> None:
+    run_scenario("upcalls")
+
+
+def test_drop_parent_privileges() -> None:
+    run_scenario("parent_caps")
+
+
+if __name__ == "__main__":
+    SCENARIOS[sys.argv[1]]()
