@@ -34,7 +34,8 @@ from smcroute.logsetup import log
 from smcroute.model import Address, MGroup, MRoute, fmt_prefix
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError, default_table
 from smcroute.parser import ParseError, parse_command, parse_file
-from smcroute.privsep.client import Helper, HelperGone, Upcall
+from smcroute.privsep.client import Helper, HelperGone
+from smcroute.privsep.proto import Upcall
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
@@ -98,7 +99,7 @@ class Daemon:
         self.helper = helper
         self.families = families
         self.engine = Engine(
-            families=tuple(f for f in (4, 6) if f in families),  # type: ignore[arg-type]
+            families=tuple(f for f in (4, 6) if f in families),
             max_learned=opts.max_learned,
             zero_loss=opts.zero_loss,
         )
@@ -109,7 +110,7 @@ class Daemon:
         self.sig_r, self.sig_w = socket.socketpair()
         self.stopping = False
         self.status = EXIT_OK
-        self.hooks: list[subprocess.Popen[bytes]] = []
+        self.hooks: list[tuple[subprocess.Popen[bytes], str]] = []
         self.started = time.monotonic()
         self.next_expire = self.started + opts.cache_timeout if opts.cache_timeout else None
 
@@ -201,16 +202,17 @@ class Daemon:
         except OSError as e:
             log.warning(f"cannot run hook {self.opts.hook} {what}: {e.strerror}")
             return
-        self.hooks.append(proc)
+        self.hooks.append((proc, what))
 
     def reap_hooks(self) -> None:
-        for proc in list(self.hooks):
+        for entry in list(self.hooks):
+            proc, what = entry
             code = proc.poll()
             if code is None:
                 continue
-            self.hooks.remove(proc)
+            self.hooks.remove(entry)
             if code != 0:
-                log.warning(f"hook {self.opts.hook} {proc.args[1]} exited with status {code}")
+                log.warning(f"hook {self.opts.hook} {what} exited with status {code}")
 
     # -- control requests ----------------------------------------------------
 
@@ -230,12 +232,12 @@ class Daemon:
     def _dispatch(self, req: Request) -> Any:
         cmd, args = req.cmd, req.args
         if cmd in ("add", "remove"):
-            r = parse_command(cmd, args)
+            r = parse_command(cmd, list(args))
             assert isinstance(r, MRoute)
             ops = self.engine.add_route(r) if cmd == "add" else self.engine.remove_route(r)
             return self._result(ops)
         if cmd in ("join", "leave"):
-            g = parse_command(cmd, args)
+            g = parse_command(cmd, list(args))
             assert isinstance(g, MGroup)
             ops = self.engine.join(g) if cmd == "join" else self.engine.leave(g)
             return self._result(ops)
@@ -417,7 +419,7 @@ class Daemon:
                     self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)
                 )
             else:
-                log.log(logsetup.LEVELS.get(ev.level, logsetup.NOTICE), f"helper: {ev.text}")
+                log.log(logsetup.SYSLOG_LEVELS.get(ev.level, logsetup.NOTICE), f"helper: {ev.text}")
         self.apply(ops)
 
     def run(self) -> int:
@@ -464,7 +466,7 @@ class Daemon:
         # Closing the helper closes the routing sockets: the kernel removes every
         # VIF, MFC entry and membership; the helper removes the socket and PID file.
         self.helper.close()
-        for proc in self.hooks:
+        for proc, _what in self.hooks:
             with contextlib.suppress(OSError):
                 proc.wait(timeout=0.1)
         for s in (self.events, self.nl):

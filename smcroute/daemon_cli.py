@@ -203,6 +203,36 @@ def control_socket(path: str) -> socket.socket:
     return sock
 
 
+def warm_up() -> None:
+    """Load everything lazily imported (grammar, lark internals, codecs) while
+    the files are still readable: after the privilege drop they may not be
+    (e.g. an interpreter under a home directory only root can enter)."""
+    import json
+    import tempfile
+
+    from smcroute.parser import parse_command, parse_text
+
+    sample = (
+        "phyint a1 enable mrdisc ttl-threshold 2\n"
+        "mgroup from a1 source 10.0.0.1 group 232.1.1.1\n"
+        "ssmgroup from a1 group 232.1.1.2 source 10.0.0.1\n"
+        "mroute from a1 source 10.0.0.0/8 group 225.1.1.0/24 to a2 a+\n"
+        "mroute from a1 source 2001:db8::1 group ff2e::1 to a2 # comment\n"
+        "include /nonexistent/*.conf\nbroken line\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "warm.conf")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(sample)
+        from smcroute.parser import parse_file
+
+        parse_file(path)
+    parse_text(sample, "warm-up")
+    parse_command("add", ["a1", "10.0.0.1", "225.1.1.1", "a2"])
+    parse_command("join", ["a1", "ff2e::1"])
+    json.loads(json.dumps({"x": [1, None, "y"]}))
+
+
 def run(o: Options) -> int:
     from smcroute.privsep.caps import drop_parent_privileges
     from smcroute.privsep.client import start_helper
@@ -213,14 +243,14 @@ def run(o: Options) -> int:
         logsetup.notice(f"waiting {o.startup_delay} s before start (-d)")
         time.sleep(o.startup_delay)
     try:
-        v4 = open_mroute(4, o.table)
+        v4 = open_mroute(socket.AF_INET, o.table)
     except MrouteError as e:
         log.error(str(e))
         return e.exit_code
     families = [4]
     v6: socket.socket | None = None
     try:
-        v6 = open_mroute(6, o.table)
+        v6 = open_mroute(socket.AF_INET6, o.table)
         families.append(6)
     except MrouteError as e:
         if e.exit_code != EX_PROTOCOL:
@@ -244,6 +274,7 @@ def run(o: Options) -> int:
             os.unlink(o.sockpath)
         return EX_OSERR
     try:
+        warm_up()
         logsetup.notice(drop_parent_privileges(o.user, o.group))
     except (OSError, KeyError, ValueError) as e:
         log.error(f"cannot drop privileges: {e}")

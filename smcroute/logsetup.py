@@ -27,6 +27,18 @@ LEVELS = {
     "debug": logging.DEBUG,
 }
 
+# syslog priority (as the privileged helper sends it) -> logging level
+SYSLOG_LEVELS = {
+    syslog.LOG_EMERG: logging.CRITICAL,
+    syslog.LOG_ALERT: logging.CRITICAL,
+    syslog.LOG_CRIT: logging.CRITICAL,
+    syslog.LOG_ERR: logging.ERROR,
+    syslog.LOG_WARNING: logging.WARNING,
+    syslog.LOG_NOTICE: NOTICE,
+    syslog.LOG_INFO: logging.INFO,
+    syslog.LOG_DEBUG: logging.DEBUG,
+}
+
 _SYSLOG_PRIO = {
     logging.DEBUG: syslog.LOG_DEBUG,
     logging.INFO: syslog.LOG_INFO,
