@@ -68,6 +68,10 @@ class Bad(Exception):
     """An op that fails validation (answered EINVAL and logged)."""
 
 
+class Unsupported(Exception):
+    """An op for a family whose multicast routing socket we do not have (EAFNOSUPPORT)."""
+
+
 def _ntop(family: int, raw: bytes) -> str:
     try:
         if family == 4:
@@ -354,6 +358,8 @@ class Child:
         for i, op in enumerate(ops):
             try:
                 out.append(self.execute_one(op))
+            except Unsupported:
+                out.append(errno.EAFNOSUPPORT)  # IPv4-only mode: not worth a log line
             except Bad as e:
                 name = proto.KIND_NAMES.get(op.kind, f"kind {op.kind}")
                 self.log(proto.LOG_ERR, f"refused op #{i} ({name}): {e}")
@@ -378,7 +384,7 @@ class Child:
     def _mroute(self, fam: int) -> socket.socket:
         s = self.mr[fam]
         if s is None:
-            raise Bad(f"IPv{fam} multicast routing is not available")
+            raise Unsupported
         return s
 
     @staticmethod

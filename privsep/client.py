@@ -136,6 +136,11 @@ class Helper:
         return self.proc.pid
 
     @property
+    def returncode(self) -> int | None:
+        """The helper's exit status once it has exited, else None."""
+        return self.proc.poll()
+
+    @property
     def closed(self) -> bool:
         if not self._gone and self.proc.poll() is not None:
             self._mark_gone(f"privileged helper exited (status {self.proc.returncode})")

@@ -301,6 +301,7 @@ def sc_refuse() -> None:
         good_mfc._replace(vif=32),
         good_mfc._replace(ifindex=3),
         OpRecord(proto.ADD_MFC, 6, 0, 0, 0, Z16, b"\xff\x0e" + bytes(14), Z32),  # no IPv6 VIF 0
+        OpRecord(proto.ADD_MFC, 6, 0, 0, 0, Z16, b"\xfe\x80" + bytes(14), Z32),  # unicast
         OpRecord(proto.JOIN, 4, 0, 0, 0, Z16, g4, Z32),
         OpRecord(proto.JOIN, 4, 0, 424242, 0, Z16, g4, Z32),
         OpRecord(proto.JOIN, 4, 0, a1, 0, Z16, s4, Z32),
@@ -476,6 +477,38 @@ def sc_mroute_busy() -> None:
         raise AssertionError("bad table id accepted")
     except MrouteError as e:
         assert e.exit_code == 64
+
+
+def sc_mroute_noperm() -> None:
+    """Without CAP_NET_RAW in the netns: exit code 77 and a clear message."""
+    code = (
+        "import socket\n"
+        "from smcroute.privsep.mroute import MrouteError, open_mroute\n"
+        "try:\n"
+        "    open_mroute(socket.AF_INET, 0)\n"
+        "except MrouteError as e:\n"
+        "    print(e.exit_code, e.message)\n"
+    )
+    out = subprocess.run(
+        ["unshare", "--user", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.startswith("77 smcrouted must be started as root"), out
+
+
+def sc_ipv4_only() -> None:
+    """No IPv6 mroute socket: IPv6 ops answer EAFNOSUPPORT, IPv4 works."""
+    from smcroute.engine.ops import AddVif
+
+    ifx = setup_links(1)
+    w = World(v6=False)
+    assert w.ex(AddVif(4, 0, ifx["a1"], 1, "a1"), AddVif(6, 0, ifx["a1"], 1, "a1")) == [
+        0,
+        errno.EAFNOSUPPORT,
+    ]
+    assert w.h.close() == 0
 
 
 def sc_mroute_culprit() -> None:
@@ -675,6 +708,14 @@ def test_sigterm_cleans_up() -> None:
 
 def test_open_mroute_busy_and_tables() -> None:
     run_scenario("mroute_busy")
+
+
+def test_open_mroute_without_privileges() -> None:
+    run_scenario("mroute_noperm")
+
+
+def test_ipv4_only_helper() -> None:
+    run_scenario("ipv4_only")
 
 
 def test_open_mroute_names_culprit() -> None:
