@@ -479,6 +479,24 @@ def sc_mroute_busy() -> None:
         assert e.exit_code == 64
 
 
+def sc_batches() -> None:
+    """2500 routes go in three OPS messages, not 2500 round trips."""
+    from smcroute.engine.ops import AddMfc, AddVif
+
+    ifx = setup_links(2)
+    w = World()
+    assert w.ex(AddVif(4, 0, ifx["a1"], 1, "a1"), AddVif(4, 1, ifx["a2"], 1, "a2")) == [0, 0]
+    seq0 = w.h._seq
+    ops = [AddMfc(4, A("10.0.0.1"), IPv4Address(0xE1000000 + i), 0, ((1, 1),)) for i in range(2500)]
+    ops.insert(1234, AddMfc(4, A("10.0.0.1"), A("10.9.9.9"), 0, ((1, 1),)))  # refused in place
+    res = w.ex(*ops)
+    assert w.h._seq - seq0 == 3
+    assert res[1234] == errno.EINVAL and res.count(0) == 2500
+    assert len(rows("ip_mr_cache")) == 2500
+    assert w.h.close() == 0
+    assert not rows("ip_mr_cache")
+
+
 def sc_mroute_noperm() -> None:
     """Without CAP_NET_RAW in the netns: exit code 77 and a clear message."""
     code = (
@@ -708,6 +726,10 @@ def test_sigterm_cleans_up() -> None:
 
 def test_open_mroute_busy_and_tables() -> None:
     run_scenario("mroute_busy")
+
+
+def test_batches() -> None:
+    run_scenario("batches")
 
 
 def test_open_mroute_without_privileges() -> None:
