@@ -13,6 +13,7 @@ the helper's RSS (run it under `unshare --net`).
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
@@ -107,6 +108,7 @@ class World:
         from smcroute.privsep.mroute import open_mroute
 
         self.tmp = tempfile.mkdtemp(prefix="smcr-privsep-")
+        atexit.register(shutil.rmtree, self.tmp, True)
         self.pidfile = os.path.join(self.tmp, "smcroute.pid")
         self.ctlsock = os.path.join(self.tmp, "smcroute.sock")
         s4 = open_mroute(socket.AF_INET, 0) if v4 else None
