@@ -5,8 +5,8 @@ kernel structures (vifctl, mfcctl, mif6ctl, mf6cctl, group_req,
 group_source_req) and the decoders of kernel upcalls (igmpmsg, mrt6msg).
 Layouts are x86_64/Linux as verified in /work/shared/KERNEL.md.
 
-Must not: do any I/O or system call, import anything beyond the stdlib
-`struct`/`socket` constants, or raise anything but `UpcallError` from a
+Must not: do any I/O or system call, import anything beyond `struct`,
+`socket` (for constants) and `typing`, or raise anything but `UpcallError` from a
 decoder.  It is imported by the privileged child, so keep it tiny.
 """
 
