@@ -253,7 +253,7 @@ def _q(word: str) -> str:
 
 
 def _suggest(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.7)
+    close = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.7)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -282,7 +282,7 @@ def _explain(
     if kind == "include":
         return f"include takes one file name or glob; unexpected {_q(words[pos])}"
     opts = OPTIONS[kind]
-    used = {w for w in shape[1:] if w is not None}
+    used = {w for w in (shape[1:pos] if pos > 0 else shape[1:]) if w is not None}
     # Suggest the options not yet given first; all of them if that leaves none.
     left = [o for o in opts if o not in used] or list(opts)
     word = words[pos]

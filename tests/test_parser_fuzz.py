@@ -1,0 +1,131 @@
+"""Property tests for smcroute.parser: never raises, and the shape cache agrees with lark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from smcroute.parser import ParseError, parse_command, parse_file, parse_text
+from smcroute.parser.syntax import DIRECTIVES, SyntaxProblem, keywords, parse_with_lark, parse_words
+
+from smcroute.model import Config, MGroup, MRoute
+
+WORDS = [
+    *DIRECTIVES,
+    "from",
+    "source",
+    "group",
+    "to",
+    "enable",
+    "disable",
+    "mrdisc",
+    "ttl-threshold",
+    "eth0",
+    "eth+",
+    "e/0",
+    "225.1.1.1",
+    "225.1.1.0/24",
+    "10.0.0.1",
+    "0.0.0.0",
+    "::",
+    "ff0e::1",
+    "ff0e::/8",
+    "1.2.3.4/99",
+    "#",
+    "# c",
+    "255",
+    "0",
+    "x" * 20,
+]
+
+config_words = st.lists(st.sampled_from(WORDS) | st.text(min_size=1, max_size=8), max_size=12)
+config_line = config_words.map(" ".join)
+
+
+@given(st.text())
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+def test_parse_text_never_raises_on_any_text(text: str) -> None:
+    cfg, probs = parse_text(text)
+    assert isinstance(cfg, Config)
+    for p in probs:
+        str(p).encode("utf-8")
+
+
+@given(st.lists(config_line, max_size=20).map("\n".join))
+@settings(max_examples=400)
+def test_parse_text_never_raises_on_config_like_text(text: str) -> None:
+    cfg, probs = parse_text(text, "f.conf")
+    lines = [p.where.line for p in probs]
+    assert lines == sorted(lines)
+    for p in probs:
+        str(p).encode("utf-8")
+    # Every directive kept has no error on its line.
+    bad = {p.where.line for p in probs if not p.warning}
+    for d in [*cfg.phyints, *cfg.groups, *cfg.routes]:
+        assert d.where.line not in bad
+
+
+@given(st.binary(max_size=2000))
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_parse_file_never_raises_on_bytes(tmp_path: Path, data: bytes) -> None:
+    f = tmp_path / "fuzz.conf"
+    f.write_bytes(data)
+    cfg, probs = parse_file(str(f))
+    assert isinstance(cfg, Config)
+    for p in probs:
+        str(p).encode("utf-8")
+
+
+@given(config_line)
+@settings(max_examples=600)
+def test_shape_cache_agrees_with_lark(line: str) -> None:
+    """The memoised shape parse and a direct lark parse of the real line agree."""
+    words = line.partition("#")[0].split()
+    if not words:
+        return
+    try:
+        direct = parse_with_lark(line)
+    except SyntaxProblem as e:
+        direct_err: str | None = str(e)
+    else:
+        direct_err = None
+    try:
+        cached = parse_words(words)
+    except SyntaxProblem as e:
+        assert str(e) == direct_err
+    else:
+        assert direct_err is None
+        assert cached == direct
+
+
+def test_keywords_come_from_the_grammar() -> None:
+    assert keywords() == {
+        "phyint",
+        "mgroup",
+        "ssmgroup",
+        "mroute",
+        "include",
+        "enable",
+        "disable",
+        "mrdisc",
+        "ttl-threshold",
+        "from",
+        "source",
+        "group",
+        "to",
+    }
+
+
+@given(
+    st.sampled_from(["add", "remove", "join", "leave", "x"]),
+    st.lists(st.text(max_size=12) | st.sampled_from(WORDS), max_size=6),
+)
+@settings(max_examples=400)
+def test_parse_command_raises_only_parse_error(cmd: str, args: list[str]) -> None:
+    try:
+        r = parse_command(cmd, args)
+    except ParseError as e:
+        str(e).encode("utf-8")
+    else:
+        assert isinstance(r, MRoute if cmd in ("add", "remove") else MGroup)
