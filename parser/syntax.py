@@ -272,7 +272,7 @@ def _explain(
     if "WORD" in expected and prev_is_kw and prev in _VALUE_OF and prev != "to":
         what = _VALUE_OF[prev]
         if prev == kind:
-            prev = kind  # "include must be ...", not "include: 'include' must be ..."
+            # "include must be ...", not "include: 'include' must be ..."
             if pos == -1:
                 return f"{kind} must be followed by {what}"
             return f"{kind} must be followed by {what}, not the keyword {_q(words[pos])}"
@@ -294,4 +294,14 @@ def _explain(
         if not prev_is_kw and pos >= 2 and shape[pos - 2] in ("from", "source", "group"):
             extra = f" ({_q(shape[pos - 2] or '')} takes a single value)"
         return f"{kind}: unexpected {_q(word)}; expected {_or_list(left)}{extra}{hint}"
-    return f"{kind}: keyword {_q(word)} does not belong here; expected {_or_list(left)}"
+    expect = _or_list(left)
+    last_kw = next((w for w in reversed(shape[:pos]) if w is not None), None)
+    if last_kw == "to" and "WORD" in expected:
+        expect += " or another outbound interface"
+    if word in DIRECTIVES:
+        return f"{kind}: unexpected {_q(word)} (one directive per line); expected {expect}"
+    owner = next((d for d, o in OPTIONS.items() if word in o), "")
+    if owner and owner != kind:
+        hint = " (interfaces cannot be named like keywords)" if last_kw == "to" else ""
+        return f"{kind}: {_q(word)} is a {owner} option, not a {kind} one; expected {expect}{hint}"
+    return f"{kind}: keyword {_q(word)} does not belong here; expected {expect}"

@@ -240,7 +240,7 @@ def test_keywords_are_lower_case() -> None:
         ),
         (
             "mgroup from eth0 group 225.1.1.1 to eth1",
-            "mgroup: keyword 'to' does not belong here; expected the keyword 'source'",
+            "mgroup: 'to' is a mroute option, not a mgroup one; expected the keyword 'source'",
         ),
         ("mgroup from eth0", "mgroup without 'group'; expected 'group GROUP'"),
         (
@@ -308,8 +308,34 @@ def test_error_messages(line: str, message: str) -> None:
 
 
 def test_keyword_of_another_directive_is_reported() -> None:
-    (err,) = errors("mroute from eth0 group 225.1.1.1 to eth1 enable")
-    assert "'enable'" in err and "t.conf:1:" in err
+    assert errors("mroute from eth0 group 225.1.1.1 to eth1 enable") == [
+        "t.conf:1: mroute: 'enable' is a phyint option, not a mroute one; expected the keyword "
+        "'source' or another outbound interface (interfaces cannot be named like keywords)"
+    ]
+    assert errors("phyint eth0 mroute") == [
+        "t.conf:1: phyint: unexpected 'mroute' (one directive per line); expected enable, "
+        "disable, mrdisc or ttl-threshold"
+    ]
+
+
+def test_include_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from smcroute.parser import files
+
+    (tmp_path / "secret.conf").write_text("phyint x\n")
+    real = files.read_file
+
+    def deny(path: str) -> str:
+        if path.endswith("secret.conf"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(files, "read_file", deny)
+    cfg, probs = parse_file_with(tmp_path, "include secret.conf\nphyint y\n")
+    assert [str(p) for p in probs] == [
+        f"{tmp_path / 'top.conf'}:1: include: cannot read {tmp_path / 'secret.conf'}: "
+        "Permission denied"
+    ]
+    assert [p.ifname for p in cfg.phyints] == ["y"]
 
 
 def test_several_errors_on_one_line() -> None:
