@@ -1,8 +1,6 @@
 """smcroute: a static multicast routing daemon for Linux, privilege separated."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("smcroute")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "2.6.0"
+# The single source of the version (pyproject reads it).  A constant, not an
+# importlib.metadata lookup: the privileged helper imports this package and
+# must stay tiny.
+__version__ = "2.6.0"

@@ -105,6 +105,7 @@ class Daemon:
         )
         self.events = Netlink(groups=1 << (RTNLGRP_LINK - 1))
         self.nl = Netlink()
+        self.ctl_sock = ctl_sock
         self.server = ControlServer(ctl_sock, self.handle_request)
         self.sel = selectors.DefaultSelector()
         self.sig_r, self.sig_w = socket.socketpair()
@@ -128,7 +129,15 @@ class Daemon:
         self._install_signals()
         self.rescan_links()
         config, problems = parse_file(self.opts.conf)
-        missing = not os.path.exists(self.opts.conf)
+        try:
+            os.stat(self.opts.conf)
+            missing = False
+        except FileNotFoundError:
+            missing = True
+        except OSError as e:
+            missing = False
+            problems = [p for p in problems if p.where.line > 0]
+            log.error(f"cannot read {self.opts.conf} as uid {os.getuid()}: {e.strerror}")
         if missing:
             logsetup.notice(f"{self.opts.conf} not found: starting with no routes")
         else:
@@ -143,6 +152,7 @@ class Daemon:
         logsetup.notice(f"ready: {status}")
         sdnotify.ready(status)
         self.run_hook("reload")
+        self.ctl_sock.listen(64)  # from now on smcroutectl connects: we are ready
         self.sel.register(self.helper.fileno(), selectors.EVENT_READ, "helper")
         self.sel.register(self.events.fileno(), selectors.EVENT_READ, "netlink")
         self.sel.register(self.sig_r.fileno(), selectors.EVENT_READ, "signal")
@@ -450,6 +460,9 @@ class Daemon:
         except HelperGone:
             log.error("the privileged helper died: exiting (nothing is left installed)")
             self.status = EXIT_SOFTWARE
+            for path in (self.opts.sockpath, self.opts.pidfile):
+                with contextlib.suppress(OSError):  # possible only where we own the directory
+                    os.unlink(path)
         except NetlinkError as e:
             log.error(f"netlink failed: {e}")
             self.status = EXIT_SOFTWARE

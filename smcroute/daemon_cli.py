@@ -198,7 +198,8 @@ def control_socket(path: str) -> socket.socket:
         sock.bind(path)
     finally:
         os.umask(old)
-    sock.listen(64)
+    # Not listening yet: clients get "connection refused" until the daemon
+    # has applied its configuration and calls listen() (Daemon.start).
     sock.setblocking(False)
     return sock
 

@@ -464,16 +464,26 @@ class Daemon:
         self.ident = ident or unique_id("d")
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="smct-"))
+        # Our daemon reads its config (and runs hooks) as an unprivileged user.
+        os.chmod(self.dir, 0o755)
+        # Our daemon's parent drops to an unprivileged user and re-reads the
+        # config on reload: the directory and file must be readable by it.
+        self.dir.chmod(0o755)
         self.sock = str(self.dir / f"{self.ident}.sock")
         self.pidfile = str(self.dir / f"{self.ident}.pid")
         self.conf = str(self.dir / f"{self.ident}.conf")
         self.logfile = self.dir / f"{self.ident}.log"
         if conf is not None:
-            Path(self.conf).write_text(conf)
+            self.write_conf(conf)
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self._final_log: str | None = None
+
+    def write_conf(self, text: str) -> None:
+        """(Re)write the config file (then :meth:`reload` to apply it)."""
+        Path(self.conf).write_text(text)
+        Path(self.conf).chmod(0o644)
 
     def __enter__(self) -> Daemon:
         return self.start()
