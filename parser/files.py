@@ -122,11 +122,16 @@ class _Reader:
 
     # -- text -------------------------------------------------------------
 
-    def text(self, text: str, name: str, real: str, depth: int) -> None:
+    def text(self, text: str, name: str, path: str, real: str, depth: int) -> None:
+        """Read `text`, the contents of `path` (display `name`, resolved `real`).
+
+        Includes are relative to the directory of `path` as named, not of its
+        resolved target: /etc/smcroute.conf may be a symlink into a package.
+        """
         self._file_order.setdefault(name, len(self._file_order))
         self._stack.append(real)
         try:
-            self._lines(text, name, os.path.dirname(real) if real else "", depth)
+            self._lines(text, name, os.path.dirname(path), depth)
         finally:
             self._stack.pop()
 
@@ -282,19 +287,16 @@ class _Reader:
                 why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
                 self.error(where, f"include: cannot read {name}: {why}")
                 continue
-            self.text(text, name, real, depth + 1)
+            self.text(text, name, path, real, depth + 1)
 
 
 def parse_text(text: str, filename: str = "<string>") -> tuple[Config, list[Problem]]:
     """Parse configuration text; `include` is relative to `filename`'s directory."""
-    try:
-        real = os.path.realpath(filename) if not filename.startswith("<") else ""
-    except (OSError, ValueError):  # pragma: no cover
-        real = ""
-    return _run(text, display_name(filename), real)
+    path = "" if filename.startswith("<") else filename
+    return _run(text, display_name(filename), path)
 
 
-def _run(text: str, name: str, real: str) -> tuple[Config, list[Problem]]:
+def _run(text: str, name: str, path: str) -> tuple[Config, list[Problem]]:
     # The parse allocates several objects per line and frees none of them, so
     # the cyclic GC would scan the growing Config again and again (100,000
     # lines: 4.8 s with it, well under 1 s without).  Nothing here makes
@@ -302,8 +304,12 @@ def _run(text: str, name: str, real: str) -> tuple[Config, list[Problem]]:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
+        try:
+            real = os.path.realpath(path) if path else ""
+        except (OSError, ValueError):  # pragma: no cover - realpath rarely fails
+            real = path
         r = _Reader()
-        r.text(text, name, real, 0)
+        r.text(text, name, path, real, 0)
         return r.result()
     finally:
         if was_enabled:
@@ -318,8 +324,4 @@ def parse_file(path: str) -> tuple[Config, list[Problem]]:
     except (OSError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         return Config(), [Problem(Where(name, 0), why)]
-    try:
-        real = os.path.realpath(path)
-    except (OSError, ValueError):  # pragma: no cover
-        real = path
-    return _run(text, name, real)
+    return _run(text, name, path)

@@ -141,7 +141,7 @@ def _is_multicast(addr: Address) -> bool:
 # Results per word (value, or the error message).  Addresses are immutable and
 # the checks depend on the word alone, so configurations where groups and
 # sources recur (templates, fan-out to many OIF sets) skip ipaddress entirely.
-_CACHE_MAX = 65536
+_CACHE_MAX = 16384
 _Group = tuple[Address, int, str | None]
 _Source = tuple[Address | None, int, int, str | None]
 _group_cache: dict[str, _Group | str] = {}
@@ -150,6 +150,15 @@ _source_cache: dict[str, _Source | str] = {}
 
 def parse_group(word: str, warn: list[str]) -> tuple[Address, int]:
     """`GROUP[/LEN]` -> (group, length), host bits masked (with a warning)."""
+    if "/" not in word and ":" not in word:
+        # Fast path for the common case, a single IPv4 group.
+        try:
+            raw = inet_pton(AF_INET, word)
+        except OSError:
+            pass
+        else:
+            if raw[0] >> 4 == 0xE:
+                return IPv4Address(raw), 32
     r = _group_cache.get(word)
     if r is None:
         try:
@@ -186,6 +195,15 @@ def _group(word: str) -> _Group:
 
 def parse_source(word: str, warn: list[str]) -> tuple[Address | None, int, int]:
     """-> (source or None for any, length, family).  0.0.0.0 and :: mean any."""
+    if "/" not in word and ":" not in word:
+        # Fast path for the common case, a single IPv4 unicast source.
+        try:
+            raw = inet_pton(AF_INET, word)
+        except OSError:
+            pass
+        else:
+            if raw[0] >> 4 != 0xE and raw != b"\0\0\0\0":
+                return IPv4Address(raw), 32, 4
     r = _source_cache.get(word)
     if r is None:
         try:

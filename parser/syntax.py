@@ -20,6 +20,7 @@ file with 100,000 routes of one shape costs one lark parse.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
@@ -142,6 +143,7 @@ def lark_parser() -> Lark:
         lk = Lark(grammar_text(), parser="lalr", lexer="basic", transformer=_ToSkeleton())
         _TERM_WORD = {t.name: str(t.pattern.value) for t in lk.terminals if t.pattern.type == "str"}
         KEYWORDS = frozenset(_TERM_WORD.values())
+        _KW_MAP.update({k: k for k in KEYWORDS})
         _lark = lk
     return _lark
 
@@ -157,9 +159,15 @@ _cache: dict[tuple[str | None, ...], _Result] = {}
 _CACHE_MAX = 4096
 
 
+# keyword -> itself; anything else -> None (filled in with the parser)
+_KW_MAP: dict[str, str] = {}
+_KW_GET: Callable[[str], str | None] = _KW_MAP.get
+
+
 def shape_of(words: list[str]) -> tuple[str | None, ...]:
-    kw = KEYWORDS or keywords()
-    return tuple([w if w in kw else None for w in words])
+    if not KEYWORDS:
+        keywords()
+    return tuple(map(_KW_GET, words))
 
 
 def _synthetic(shape: tuple[str | None, ...]) -> str:

@@ -599,6 +599,22 @@ def test_include_alphabetical_relative_and_nested(tmp_path: Path) -> None:
     assert cfg.phyints[0].where.file.endswith("nested/n.conf")
 
 
+def test_include_relative_to_symlink_not_target(tmp_path: Path) -> None:
+    (tmp_path / "etc" / "smcroute.d").mkdir(parents=True)
+    (tmp_path / "etc" / "smcroute.d" / "a.conf").write_text("phyint from-etc\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "smcroute.conf").write_text("include smcroute.d/*.conf\n")
+    (tmp_path / "etc" / "smcroute.conf").symlink_to(tmp_path / "pkg" / "smcroute.conf")
+    cfg, probs = parse_file(str(tmp_path / "etc" / "smcroute.conf"))
+    assert probs == [] and cfg.phyints[0].ifname == "from-etc"
+
+
+def test_parse_text_includes_relative_to_filename(tmp_path: Path) -> None:
+    (tmp_path / "x.conf").write_text("phyint x\n")
+    cfg, probs = parse_text("include x.conf\n", str(tmp_path / "main.conf"))
+    assert probs == [] and cfg.phyints[0].ifname == "x"
+
+
 def test_include_absolute_path(tmp_path: Path) -> None:
     inc = tmp_path / "x.conf"
     inc.write_text("phyint eth3\n")
