@@ -145,7 +145,8 @@ class Engine:
     hooks: list[tuple[str, str]] = field(default_factory=list)
 
     # -- indexes -------------------------------------------------------------
-    _exact: dict[MfcKey, list[RouteKey]] = field(default_factory=dict)
+    _exact: dict[MfcKey, list[MRoute]] = field(default_factory=dict)
+    _ttl_memo: dict[tuple[int, str, tuple[str, ...]], Ttls] = field(default_factory=dict)
     _templates: list[tuple[tuple[int, int, int, int], MRoute]] = field(default_factory=list)
     _order: int = 0
     _tsorted: bool = True
@@ -165,8 +166,7 @@ class Engine:
         self.routes = {}
         self.groups = {}
         for r in config.routes:
-            self.routes.pop(route_key(r), None)  # a later duplicate wins, in its place
-            self.routes[route_key(r)] = r
+            self.routes[route_key(r)] = r  # a later duplicate wins (in the first's place)
         for g in config.groups:
             self.groups[route_key(g)] = g
         self._reindex()
@@ -365,7 +365,7 @@ class Engine:
             self._templates.append((_template_rank(r, self._order), r))
             self._tsorted = False
         else:
-            self._exact.setdefault((r.family, r.source, r.group), []).append(route_key(r))
+            self._exact.setdefault((r.family, r.source, r.group), []).append(r)
 
     def _sorted_templates(self) -> list[MRoute]:
         if not self._tsorted:
@@ -377,9 +377,9 @@ class Engine:
         if r.is_template:
             self._templates = [(k, t) for k, t in self._templates if route_key(t) != route_key(r)]
         else:
+            key = route_key(r)
             keys = self._exact.get((r.family, r.source, r.group), [])
-            if route_key(r) in keys:
-                keys.remove(route_key(r))
+            keys[:] = [x for x in keys if route_key(x) != key]
             if not keys:
                 self._exact.pop((r.family, r.source, r.group), None)
 
@@ -433,8 +433,12 @@ class Engine:
     def _wanted_vifs(self, family: int) -> list[str]:
         """Interfaces that need a VIF, in the order the configuration names them."""
         seen: dict[str, None] = {}
+        done: set[str] = set()
 
         def want(pattern: str) -> None:
+            if pattern in done:
+                return
+            done.add(pattern)
             for n in self._expand(pattern):
                 if self._enabled(n):
                     seen.setdefault(n, None)
@@ -524,16 +528,9 @@ class Engine:
                     star.setdefault(v.vif, 1)  # arrival VIF must be listed to match
                     return Mfc(v.vif, tuple(sorted(star.items())), "star")
             return None
-        rkeys = self._exact.get(key)
-        if rkeys:
-            r = self.routes[rkeys[-1]]
-            v = vifs.get(r.iif)
-            if v is None:
-                return None
-            ttls = self._ttls(family, r.iif, r.oifs)
-            if not ttls and r.oifs and not any(o in self.links for o in r.oifs):
-                return None  # every OIF missing: pending, not a stop filter
-            return Mfc(v.vif, ttls, "rule")
+        rules = self._exact.get(key)
+        if rules:
+            return self._rule_mfc(rules[-1])
         learned = self.learned.get(key)
         if learned is None:
             return None
@@ -544,6 +541,37 @@ class Engine:
         if tmpl is None:
             return Mfc(v.vif, (), "stop")
         return Mfc(v.vif, self._ttls(family, learned.iif, tmpl.oifs), "learned")
+
+    def _rule_mfc(self, r: MRoute) -> Mfc | None:
+        v = self.vifs[r.family].get(r.iif)
+        if v is None:
+            return None
+        memo = (r.family, r.iif, r.oifs)
+        ttls = self._ttl_memo.get(memo)
+        if ttls is None:
+            ttls = self._ttl_memo[memo] = self._ttls(r.family, r.iif, r.oifs)
+        if not ttls and r.oifs and not any(o in self.links for o in r.oifs):
+            return None  # every OIF missing: pending, not a stop filter
+        return Mfc(v.vif, ttls, "rule")
+
+    def _desired_all(self) -> dict[MfcKey, Mfc]:
+        """The whole desired MFC in one pass (reconcile); `_desired` does one key."""
+        out: dict[MfcKey, Mfc] = {}
+        for key, rules in self._exact.items():
+            m = self._rule_mfc(rules[-1])
+            if m is not None:
+                out[key] = m
+        for t in self.templates():
+            if self._zero_loss_ok(t):
+                star = self._desired((t.family, None, t.group))
+                if star is not None:
+                    out[(t.family, None, t.group)] = star
+        for key in self.learned:
+            if key not in out:
+                m = self._desired(key)
+                if m is not None:
+                    out[key] = m
+        return out
 
     def _sync_mfc(self, keys: Iterable[MfcKey], hook: bool = False) -> list[Op]:
         ops: list[Op] = []
@@ -563,15 +591,6 @@ class Engine:
             if hook and want.kind == "learned" and source is not None:
                 self.hooks.append((str(source), str(group)))
         return ops
-
-    def _all_mfc_keys(self) -> list[MfcKey]:
-        keys: dict[MfcKey, None] = dict.fromkeys(self.mfc)
-        keys.update(dict.fromkeys(self._exact))
-        keys.update(dict.fromkeys(self.learned))
-        for t in self.templates():
-            if self._zero_loss_ok(t):
-                keys[(t.family, None, t.group)] = None
-        return list(keys)
 
     def reconcile(self) -> list[Op]:
         """Bring the kernel to the desired state with VIF-safe ordering.
@@ -599,29 +618,28 @@ class Engine:
                 if n not in old or (old[n].vif, old[n].ifindex) != (v.vif, v.ifindex)
             ]
         old_vifs = self.vifs
-        # Phase 1: entries that only use kept VIFs are written now; entries
-        # still using a removed VIF are deleted.
-        later: list[MfcKey] = []
-        for key in self._all_mfc_keys():
-            fam = key[0]
+        self.vifs = plan
+        self._ttl_memo = {}
+        desired = self._desired_all()
+        new_vifs = {fam: {a.vif for a in added[fam]} for fam in self.families}
+        # Phase 1: deletions, and rewrites that need no new VIF.
+        for key in [k for k in self.mfc if k not in desired]:
+            ops.extend(self._write(key, None, self.mfc[key]))
+        later: list[tuple[MfcKey, Mfc, Mfc | None]] = []
+        for key, want in desired.items():
             have = self.mfc.get(key)
-            want = self._desired_with(key, plan)
             if want == have:
                 continue
-            new_vifs = {a.vif for a in added[fam]}
-            uses_new = want is not None and (
-                want.parent in new_vifs or any(v in new_vifs for v, _ in want.ttls)
-            )
-            uses_removed = have is not None and (
-                have.parent in removed[fam] or any(v in removed[fam] for v, _ in have.ttls)
-            )
-            if uses_new:
-                if uses_removed and have is not None:
-                    ops.append(DelMfc(key[0], key[1], key[2], have.parent))
-                    del self.mfc[key]
-                later.append(key)
+            fresh, gone = new_vifs[key[0]], removed[key[0]]
+            if want.parent in fresh or any(v in fresh for v, _ in want.ttls):
+                if have is not None and (
+                    have.parent in gone or any(v in gone for v, _ in have.ttls)
+                ):
+                    ops.extend(self._write(key, None, have))
+                    have = None
+                later.append((key, want, have))
             else:
-                ops.extend(self._write(key, want))
+                ops.extend(self._write(key, want, have))
         # Phase 2 and 3: VIFs.
         for fam in self.families:
             for n, v in old_vifs[fam].items():
@@ -629,23 +647,13 @@ class Engine:
                     ops.append(DelVif(fam, v.vif, v.ifindex, n))
             for v in added[fam]:
                 ops.append(AddVif(fam, v.vif, v.ifindex, v.threshold, v.name))
-        self.vifs = plan
         # Phase 4.
-        for key in later:
-            ops.extend(self._write(key, self._desired(key)))
+        for key, want, have in later:
+            ops.extend(self._write(key, want, have))
         ops.extend(self._sync_joins())
         return ops
 
-    def _desired_with(self, key: MfcKey, plan: dict[int, dict[str, Vif]]) -> Mfc | None:
-        saved = self.vifs
-        self.vifs = plan
-        try:
-            return self._desired(key)
-        finally:
-            self.vifs = saved
-
-    def _write(self, key: MfcKey, want: Mfc | None) -> list[Op]:
-        have = self.mfc.get(key)
+    def _write(self, key: MfcKey, want: Mfc | None, have: Mfc | None) -> list[Op]:
         if want == have:
             return []
         family, source, group = key
