@@ -59,6 +59,18 @@ def main() -> None:
         f"cold: first 10,000 exact lines incl. building the lark parser: "
         f"{time.perf_counter() - t:.4f} s"
     )
+    # For reference: lark on every real line, as the shape cache avoids.
+    from smcroute.parser.syntax import parse_with_lark
+
+    lines = exact_sg(1_000).split("\n")
+    t = time.perf_counter()
+    for line in lines:
+        parse_with_lark(line)
+    per = (time.perf_counter() - t) / len(lines)
+    print(
+        f"reference: lark alone, structure only: {per * 1e6:.0f} us/line "
+        f"(10,000 lines: {per * 1e4:.2f} s)"
+    )
     for n in (1_000, 10_000, 100_000):
         run("exact", exact_sg(n), n, 5 if n < 100_000 else 3)
         run("templates", templates(n), n, 5 if n < 100_000 else 3)

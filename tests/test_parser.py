@@ -506,7 +506,7 @@ def test_one_mib_line_is_an_error_and_fast() -> None:
     text = "mroute from eth0 group 225.1.1.1 to eth1\n" + "x" * (1 << 20) + "\nphyint eth0\n"
     t = time.perf_counter()
     cfg, probs = parse_text(text, "t.conf")
-    assert time.perf_counter() - t < 0.5
+    assert time.perf_counter() - t < 2.0  # lark never sees it (it would take minutes)
     assert [str(p) for p in probs] == [
         "t.conf:2: line is 1048576 characters long; at most 4096 are allowed"
     ]
