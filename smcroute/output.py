@@ -25,6 +25,7 @@ Layout rules (plain form):
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,9 +78,12 @@ def _str(value: Any, what: str) -> str:
     return _clean(value)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _clean(text: str) -> str:
     # Never let data from the wire put control characters on a terminal.
-    return "".join(c if c >= " " and c != "\x7f" else "?" for c in text)
+    return _CONTROL.sub("?", text) if _CONTROL.search(text) else text
 
 
 def _opt_str(value: Any, what: str) -> str | None:
