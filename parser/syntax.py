@@ -184,9 +184,10 @@ def parse_words(words: list[str]) -> Skeleton:
     hit = _cache.get(shape)
     if hit is None:
         hit = _parse_shape(shape)
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[shape] = hit
+        if len(shape) <= 64:  # long (absurd) lines are rare; don't let them fill memory
+            if len(_cache) >= _CACHE_MAX:
+                _cache.clear()
+            _cache[shape] = hit
     ok, val = hit
     if ok:
         return val  # type: ignore[no-any-return]
