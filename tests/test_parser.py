@@ -812,3 +812,16 @@ def test_command_and_config_agree() -> None:
 def test_command_too_many_oifs() -> None:
     with pytest.raises(ParseError, match="at most 32"):
         parse_command("add", ["eth0", "225.1.1.1", *[f"o{i}" for i in range(33)]])
+
+
+def test_shipped_example_config_is_valid_when_uncommented() -> None:
+    example = Path(__file__).resolve().parent.parent / "etc" / "smcroute.conf"
+    if not example.exists():  # pragma: no cover
+        pytest.skip("no etc/smcroute.conf")
+    text = "\n".join(
+        line[1:] if line[1:2].isalpha() and line.startswith("#") else line
+        for line in example.read_text().splitlines()
+    )
+    cfg, probs = parse_text(text, str(example))
+    assert probs == []
+    assert cfg.routes and cfg.groups and cfg.phyints
