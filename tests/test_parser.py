@@ -672,15 +672,6 @@ def test_include_same_file_twice_is_not_a_loop(tmp_path: Path) -> None:
     assert len(cfg.groups) == 1
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read anything")
-def test_include_unreadable(tmp_path: Path) -> None:  # pragma: no cover - CI runs as root
-    f = tmp_path / "secret.conf"
-    f.write_text("phyint x\n")
-    f.chmod(0)
-    _, probs = parse_file_with(tmp_path, "include secret.conf\n")
-    assert "Permission denied" in probs[0].message
-
-
 def parse_file_with(tmp: Path, text: str):  # type: ignore[no-untyped-def]
     top = tmp / "top.conf"
     top.write_text(text)
@@ -816,8 +807,7 @@ def test_command_too_many_oifs() -> None:
 
 def test_shipped_example_config_is_valid_when_uncommented() -> None:
     example = Path(__file__).resolve().parent.parent / "etc" / "smcroute.conf"
-    if not example.exists():  # pragma: no cover
-        pytest.skip("no etc/smcroute.conf")
+    assert example.exists()
     text = "\n".join(
         line[1:] if line[1:2].isalpha() and line.startswith("#") else line
         for line in example.read_text().splitlines()
