@@ -640,10 +640,13 @@ class Engine:
                 later.append((key, want, have))
             else:
                 ops.extend(self._write(key, want, have))
-        # Phase 2 and 3: VIFs.
+        # Phase 2 and 3: VIFs.  The kernel drops the VIF of a deleted device
+        # itself; a device that still exists (perhaps renamed) keeps its VIF
+        # until we delete it, or its number stays taken in the kernel.
+        present = {link.index for link in self.links.values()}
         for fam in self.families:
             for n, v in old_vifs[fam].items():
-                if v.vif in removed[fam] and n in self.links and self.links[n].index == v.ifindex:
+                if v.vif in removed[fam] and v.ifindex in present:
                     ops.append(DelVif(fam, v.vif, v.ifindex, n))
             for v in added[fam]:
                 ops.append(AddVif(fam, v.vif, v.ifindex, v.threshold, v.name))

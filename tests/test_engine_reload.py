@@ -1,0 +1,59 @@
+"""Engine scenarios for live configuration: reloads and interfaces over time.
+
+Events in, kernel operations out; no root, no kernel.  Each test here
+started as the failing reproduction of a bug found end to end
+(tests/test_e2e_reload.py).
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+from smcroute.engine.core import Engine, Link
+from smcroute.engine.ops import AddMfc, AddVif, DelMfc, DelVif
+from smcroute.model import Config, MRoute
+
+M = 0x1003  # UP | BROADCAST | MULTICAST
+A = ip_address
+
+
+def route(iif: str, src: str, grp: str, *oifs: str) -> MRoute:
+    return MRoute(iif, A(src), 32, A(grp), 32, tuple(oifs))
+
+
+def test_renamed_interface_gives_back_its_vif() -> None:
+    """`ip link set a2 name z2`: the device (and the kernel's VIF on it) stays.
+
+    The engine must delete that VIF itself -- the kernel only removes VIFs of
+    deleted devices -- or its number stays taken in the kernel while the engine
+    hands it out again: the re-add fails with EADDRINUSE, and any entry written
+    for the new owner of the number would forward to the renamed device.
+    """
+    e = Engine(families=(4,))
+    e.set_links([Link(2, "a1", M), Link(3, "a2", M), Link(4, "a3", M)])
+    e.load_config(Config(routes=[route("a1", "10.0.0.1", "225.1.1.1", "a2", "a3")]))
+    assert e.vif_of(4, "a2") == 1
+    ops = e.set_links([Link(2, "a1", M), Link(3, "z2", M), Link(4, "a3", M)])
+    rewrite = AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ((2, 1),))
+    assert ops == [rewrite, DelVif(4, 1, 3, "a2")]  # entry first, then the VIF
+    # renamed back: VIF 1 is free in the kernel again and is re-added
+    ops = e.set_links([Link(2, "a1", M), Link(3, "a2", M), Link(4, "a3", M)])
+    assert ops == [
+        AddVif(4, 1, 3, 1, "a2"),
+        AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ((1, 1), (2, 1))),
+    ]
+
+
+def test_renamed_to_a_configured_name_moves_the_vif() -> None:
+    """a2 renamed to a4 (named by the config): one VIF per device, never two."""
+    e = Engine(families=(4,))
+    e.set_links([Link(2, "a1", M), Link(3, "a2", M)])
+    r1 = route("a1", "10.0.0.1", "225.1.1.1", "a2")
+    r2 = route("a1", "10.0.0.2", "225.1.1.2", "a4")
+    e.load_config(Config(routes=[r1, r2]))
+    ops = e.set_links([Link(2, "a1", M), Link(3, "a4", M)])
+    vif_ops = [o for o in ops if isinstance(o, AddVif | DelVif)]
+    assert vif_ops == [DelVif(4, 1, 3, "a2"), AddVif(4, 1, 3, 1, "a4")]
+    # r1 lost its only OIF (pending): its entry goes before VIF 1 changes hands
+    assert ops.index(DelMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0)) < ops.index(vif_ops[0])
+    assert ops[-1] == AddMfc(4, A("10.0.0.2"), A("225.1.1.2"), 0, ((1, 1),))
