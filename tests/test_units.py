@@ -125,6 +125,30 @@ def test_unit_is_hardened():
     assert "@system-service" in s["SystemCallFilter"]
 
 
+def test_daemon_runs_within_the_units_capabilities():
+    """smcrouted starts, drops privileges and exits cleanly (-D) with exactly the
+    unit's bounding set and no-new-privileges, in a network namespace of its own.
+
+    Depends on smcroute.daemon_cli, the privileged helper and the daemon; needs root.
+    """
+    caps = _unit_settings()["CapabilityBoundingSet"][0].split()
+    bounding = "-all," + ",".join("+" + c.removeprefix("CAP_").lower() for c in caps)
+    script = (
+        "ip link set lo up && exec setpriv --no-new-privs --inh-caps=-all "
+        f'--bounding-set={bounding} "$@"'
+    )
+    smcrouted = str(Path(sys.executable).with_name("smcrouted"))
+    res = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script, "sh",
+         smcrouted, "-n", "-D", "1", "-l", "info", "-f", str(CONF)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "running as" in res.stderr, res.stderr
+
+
 def test_security_exposure_stays_low(tmp_path):
     root = _fake_root(tmp_path, UNIT.read_text())
     res = subprocess.run(
