@@ -271,6 +271,14 @@ class Helper:
         seq = self._next_seq()
         return self._request(proto.encode_pidfile(seq), seq, 1, timeout)[0]
 
+    def has_events(self) -> bool:
+        """Upcalls or log lines already buffered (read while waiting for a reply).
+
+        The socket is not readable for them any more: the caller's event loop
+        must not wait for it before handling these.
+        """
+        return bool(self._events)
+
     def read_events(self) -> list[Event]:
         """Buffered and newly arrived upcalls and log lines; never blocks.
 

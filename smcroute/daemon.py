@@ -422,15 +422,23 @@ class Daemon:
                 self.reap_hooks()
 
     def on_helper(self, now: float) -> None:
-        ops: list[Op] = []
-        for ev in self.helper.read_events():
-            if isinstance(ev, Upcall):
-                ops.extend(
-                    self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)
-                )
-            else:
-                log.log(logsetup.SYSLOG_LEVELS.get(ev.level, logsetup.NOTICE), f"helper: {ev.text}")
-        self.apply(ops)
+        # Upcalls that arrive while apply() waits for the helper's answer are
+        # buffered by the client, and the socket is no longer readable for
+        # them: loop until the buffer is empty, or they would wait for the
+        # next packet (and the kernel drops unresolved entries after 10 s).
+        while True:
+            ops: list[Op] = []
+            for ev in self.helper.read_events():
+                if isinstance(ev, Upcall):
+                    ops.extend(
+                        self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)
+                    )
+                else:
+                    level = logsetup.SYSLOG_LEVELS.get(ev.level, logsetup.NOTICE)
+                    log.log(level, f"helper: {ev.text}")
+            self.apply(ops)
+            if not self.helper.has_events():
+                return
 
     def run(self) -> int:
         try:
@@ -457,6 +465,8 @@ class Daemon:
                         self.server.on_ready(key, mask)
                 if self.hooks:
                     self.reap_hooks()
+                if self.helper.has_events():  # buffered while a request was applied
+                    self.on_helper(time.monotonic())
         except HelperGone:
             log.error("the privileged helper died: exiting (nothing is left installed)")
             self.status = EXIT_SOFTWARE

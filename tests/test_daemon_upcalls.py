@@ -1,0 +1,85 @@
+"""The daemon shell's upcall handling, with a fake privileged helper (no root).
+
+Upcalls that arrive while the daemon waits for the helper's answer to a
+batch are buffered by `Helper`; the socket is then no longer readable, so
+the event loop must process that buffer itself or those sources stay
+unresolved until the kernel drops them (10 s later, with their packets).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+from smcroute.privsep.proto import Upcall
+
+from smcroute.daemon import Daemon, Options
+from smcroute.engine.core import NOCACHE, Link
+from smcroute.engine.ops import AddMfc, Op
+from smcroute.model import MRoute
+
+M = 0x1003
+
+
+class FakeHelper:
+    """Executes every op; while "executing", one more upcall arrives (buffered)."""
+
+    def __init__(self, late: list[Upcall]) -> None:
+        self.late = late
+        self.events: list[Upcall] = []
+        self.executed: list[Op] = []
+        self.r, self.w = socket.socketpair()
+
+    def fileno(self) -> int:
+        return self.r.fileno()
+
+    def execute(self, ops: Sequence[Op]) -> list[int]:
+        self.executed.extend(ops)
+        if self.late:
+            self.events.append(self.late.pop(0))  # buffered during the request
+        return [0] * len(ops)
+
+    def read_events(self) -> list[Upcall]:
+        out, self.events = self.events, []
+        return out
+
+    def has_events(self) -> bool:
+        return bool(self.events)
+
+    def close(self) -> None:
+        self.r.close()
+        self.w.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, FakeHelper]]:
+    late = [
+        Upcall(4, NOCACHE, 0, ip_address("10.1.0.2"), ip_address("225.1.1.1")),
+        Upcall(4, NOCACHE, 0, ip_address("10.1.0.3"), ip_address("225.1.1.1")),
+    ]
+    helper = FakeHelper([])
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl.bind(str(tmp_path / "s"))
+    ctl.listen()
+    d = Daemon(Options(cache_timeout=0), helper, ctl, (4,))  # type: ignore[arg-type]
+    d.engine.set_links([Link(2, "a1", M), Link(3, "a2", M)])
+    route = MRoute("a1", None, 0, ip_address("225.1.1.1"), 32, ("a2",))
+    d.apply(d.engine.add_route(route))
+    helper.late = late  # from now on each batch lets one more upcall in
+    yield d, helper
+    helper.close()
+    ctl.close()
+
+
+def test_upcalls_buffered_during_a_batch_are_handled(daemon: tuple[Daemon, FakeHelper]) -> None:
+    d, helper = daemon
+    helper.events.append(Upcall(4, NOCACHE, 0, ip_address("10.1.0.1"), ip_address("225.1.1.1")))
+    d.on_helper(0.0)
+    # 10.1.0.1 was read from the socket; installing it let 10.1.0.2 arrive,
+    # installing that let 10.1.0.3 arrive: all three are installed now.
+    installed = {str(op.source) for op in helper.executed if isinstance(op, AddMfc)}
+    assert installed == {"10.1.0.1", "10.1.0.2", "10.1.0.3"}
+    assert not helper.has_events()
