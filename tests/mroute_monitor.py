@@ -4,7 +4,10 @@ A standalone script (standard library only, run under ``ip netns exec``):
 subscribes to RTNLGRP_IPV4_MROUTE (6) and/or RTNLGRP_IPV6_MROUTE (10) and
 appends one JSON line per MFC notification to ``--out``::
 
-    {"op": "add", "family": 4, "source": "10.0.1.2", "group": "225.1.1.1"}
+    {"op": "add", "family": 4, "source": "10.0.1.2", "group": "225.1.1.1", "t": 123.4}
+
+(``t``: CLOCK_MONOTONIC when read, comparable with ``time.monotonic()``
+of any process on the machine.)
 
 The kernel sends RTM_NEWROUTE for every MRT_ADD_MFC (new entry or
 replacement, even an identical one) and RTM_DELROUTE for every deletion, so
@@ -24,6 +27,7 @@ import select
 import socket
 import struct
 import sys
+import time
 
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
@@ -44,7 +48,8 @@ def _attrs(data: bytes, off: int) -> dict[int, bytes]:
     return out
 
 
-def decode(data: bytes) -> list[dict[str, object]]:
+def decode(data: bytes, now: float = 0.0) -> list[dict[str, object]]:
+    """MFC events in one netlink datagram; ``t`` is when it was read (CLOCK_MONOTONIC)."""
     events: list[dict[str, object]] = []
     off = 0
     while off + 16 <= len(data):
@@ -69,6 +74,7 @@ def decode(data: bytes) -> list[dict[str, object]]:
                 "family": fam,
                 "source": socket.inet_ntop(af, src[:size].ljust(size, b"\0")),
                 "group": socket.inet_ntop(af, dst[:size].ljust(size, b"\0")),
+                "t": now,
             }
         )
     return events
@@ -101,7 +107,7 @@ def main() -> int:
                     out.write('{"op": "lost"}\n')
                     continue
                 raise
-            for ev in decode(data):
+            for ev in decode(data, time.monotonic()):
                 out.write(json.dumps(ev) + "\n")
         out.flush()
 
