@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from netns import (
+    OUR_CTL,
+    OUR_DAEMON,
     Daemon,
     Receiver,
     RouterTopology,
@@ -541,3 +543,18 @@ def test_renamed_interface_gives_back_its_vif(topology: Topo, family: int) -> No
     assert forwarded(topo, family, 1, 0) == 10
     assert forwarded(topo, family, 2, 2) == 10
     assert "failed" not in d.log()
+
+
+def test_unreadable_config_at_startup_is_an_error_not_a_missing_file(topology: Topo) -> None:
+    """The parent reads the file unprivileged (as nobody): a file it may not
+    read is an error naming the file, not "not found"; the daemon still runs."""
+    topo = topology(1)
+    d = Daemon(topo.router, OUR_DAEMON, mroute(topo, 4, 1, "a1", "a2"), ctl_binary=OUR_CTL)
+    os.chmod(d.dir, 0o755)
+    os.chmod(d.conf, 0o600)  # root's, unreadable by the daemon's user
+    topo.on_close(d.stop)
+    d.start()
+    log = d.log()
+    assert f"{d.conf}: Permission denied" in log, log
+    assert "not found" not in log, log
+    assert d.running() and kernel(topo.router, 4) == {}
