@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import stat
 import sys
@@ -240,6 +241,9 @@ def run(o: Options) -> int:
     from smcroute.privsep.mroute import MrouteError, open_mroute
 
     logsetup.setup(o.ident, o.loglevel, o.use_syslog)
+    # Until the event loop installs its handler, a SIGHUP (a reload asked for
+    # during `-d` or start-up) would kill us; the config is read afterwards anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if o.startup_delay:
         logsetup.notice(f"waiting {o.startup_delay} s before start (-d)")
         time.sleep(o.startup_delay)

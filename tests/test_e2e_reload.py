@@ -558,3 +558,18 @@ def test_unreadable_config_at_startup_is_an_error_not_a_missing_file(topology: T
     assert f"{d.conf}: Permission denied" in log, log
     assert "not found" not in log, log
     assert d.running() and kernel(topo.router, 4) == {}
+
+
+def test_sighup_during_startup_delay_does_not_kill(topology: Topo) -> None:
+    """A reload requested while `-d` waits (e.g. a service manager's reload
+    during boot) must not terminate the daemon: the config is read after anyway."""
+    topo = topology(1)
+    R = topo.router
+    extra = ["-l", "debug", "-d", "2"]
+    d = start_daemon(R, mroute(topo, 4, 1, "a1", "a2"), topo=topo, extra=extra, wait=False)
+    wait_until(lambda: "waiting" in d.log(), timeout=30, what="-d announced")
+    d.reload()
+    wait_until(d.socket_ready, timeout=60, what="socket after the delay")
+    assert kernel(R, 4) == expect(topo, 4, {1: ("a2",)})
+    d.ctl("reload")
+    assert d.running()
