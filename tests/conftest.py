@@ -46,8 +46,8 @@ KNOWN = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--daemon",
-        default=os.environ.get("SMCROUTE_E2E_DAEMONS", "original"),
-        help="smcrouted for netns tests: original, ours, both, or a path (default: original)",
+        default=os.environ.get("SMCROUTE_E2E_DAEMONS", "both"),
+        help="smcrouted for netns tests: original, ours, both, or a path (default: both)",
     )
 
 
