@@ -5,7 +5,10 @@ Run as `python -I -m smcroute.privsep.child --ipc FD [--v4 FD] [--v6 FD]
 with the socketpair end and the multicast routing sockets inherited.
 
 Owns: the multicast routing sockets, the group-join sockets, the
-PID file write, and the removal of the PID file and control socket at exit.
+PID file write, the removal of the PID file and control socket at exit, and
+the sending of RFC 4286 Multicast Router Advertisements (MRDISC ops: raw
+IGMP/ICMPv6 needs CAP_NET_RAW) on the mroute sockets, built here from the
+validated interval alone, out of VIF interfaces only, and rate-limited.
 It keeps only CAP_NET_ADMIN + CAP_NET_RAW, sets no-new-privs, closes every
 fd it does not need, then serves one poll loop: kernel upcalls are validated
 and forwarded as UPCALL; OPS batches are validated field by field -- as if the
@@ -35,7 +38,7 @@ from typing import NoReturn
 
 import prctl  # type: ignore[import-untyped, unused-ignore]
 
-from . import kernel, proto
+from . import kernel, mrdisc, proto
 
 TITLE = "smcrouted: privileged helper"
 NAME = "smcrouted-priv"  # comm, 15 bytes max
@@ -49,6 +52,7 @@ LEVELS = {"none": -1, "err": 3, "error": 3, "warning": 4, "notice": 5, "info": 6
 
 MAX_JOIN_SOCKETS = 4096  # per family and kind; 20 groups each -> 80k groups
 UPCALL_BURST = 4096  # max upcalls read per wake-up before serving the parent again
+MRDISC_MIN_GAP = 0.2  # s between two advertisements on one interface (a hostile parent)
 
 _ZERO12 = bytes(12)
 _ZERO16 = bytes(16)
@@ -230,6 +234,7 @@ class Child:
         self._ifset_cache: dict[bytes, int] = {}
         self._bad_upcalls = 0
         self._bad_upcall_t = 0.0
+        self._mrdisc_sent: dict[tuple[int, int], float] = {}  # (family, ifindex) -> when
 
     # --- logging -------------------------------------------------------------
     def log(self, level: int, text: str) -> None:
@@ -379,6 +384,8 @@ class Child:
             return self.vif(op, kind == proto.ADD_VIF)
         if kind == proto.JOIN or kind == proto.LEAVE:
             return self.join(op, kind == proto.JOIN)
+        if kind == proto.MRDISC:
+            return self.mrdisc(op)
         raise Bad("unknown op kind")
 
     def _mroute(self, fam: int) -> socket.socket:
@@ -520,6 +527,37 @@ class Child:
                 raise Bad(f"no interface with ifindex {ifindex}")
             return pool.join(ifindex, group[:alen], src)
         return pool.leave(ifindex, group[:alen], src)
+
+    def mrdisc(self, op: proto.OpRecord) -> int:
+        """Send one Multicast Router Advertisement out of a VIF's interface."""
+        fam, ifindex, interval = op.family, op.ifindex, op.threshold
+        s = self._mroute(fam)
+        if op.vif != 0 or op.source != _ZERO16 or op.group != _ZERO16 or op.ttls != _ZERO32:
+            raise Bad("vif/address/ttl fields set on an MRDISC op")
+        if not mrdisc.MIN_INTERVAL <= interval <= mrdisc.MAX_INTERVAL:
+            raise Bad(f"advertisement interval {interval} out of range")
+        if ifindex <= 0 or ifindex not in self.vifs[fam].values():
+            raise Bad(f"ifindex {ifindex} has no {'VIF' if fam == 4 else 'MIF'}")
+        if not self._ifindex_exists(ifindex):
+            return errno.ENODEV  # gone since the parent looked: a race, not an attack
+        now = time.monotonic()
+        key = (fam, ifindex)
+        if now - self._mrdisc_sent.get(key, -1e9) < MRDISC_MIN_GAP:
+            return errno.EBUSY
+        if fam == 4:
+            data, anc = mrdisc.advert4(interval), mrdisc.cmsgs4(ifindex)
+            dest: tuple[str, int] | tuple[str, int, int, int] = (mrdisc.GROUP4, 0)
+        else:
+            data, anc = mrdisc.advert6(interval), mrdisc.cmsgs6(ifindex)
+            dest = (mrdisc.GROUP6, 0, 0, ifindex)
+        try:
+            s.sendmsg([data], anc, 0, dest)
+        except OSError as e:
+            return e.errno or errno.EIO
+        if len(self._mrdisc_sent) >= 4 * kernel.MAXVIFS:
+            self._mrdisc_sent.clear()
+        self._mrdisc_sent[key] = now
+        return 0
 
     # --- pid file and exit -----------------------------------------------------
     def write_pidfile(self) -> int:

@@ -25,7 +25,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import smcroute
-from smcroute.engine.ops import AddMfc, AddVif, DelMfc, DelVif, JoinGroup, LeaveGroup, Op
+from smcroute.engine.ops import (
+    AddMfc,
+    AddVif,
+    Announce,
+    DelMfc,
+    DelVif,
+    JoinGroup,
+    LeaveGroup,
+    Op,
+)
 from smcroute.model import Address
 
 from . import proto
@@ -117,6 +126,8 @@ def op_record(op: Op) -> OpRecord:
         return OpRecord(
             kind, op.family, 0, op.ifindex, 0, _addr16(op.source), _addr16(op.group), _Z32
         )
+    if isinstance(op, Announce):
+        return OpRecord(proto.MRDISC, op.family, 0, op.ifindex, op.interval, _Z16, _Z16, _Z32)
     raise ProtoError(f"unknown op {op!r}")
 
 

@@ -15,6 +15,10 @@ length the header fully determines:
                (per-VIF threshold, 0 = not an output).  Addresses are raw
                network-order bytes, IPv4 in the first 4 bytes; an all-zero
                source means "none" (a (*,G) entry or an any-source join).
+               MRDISC (send one RFC 4286 Multicast Router Advertisement out
+               of a VIF's interface) uses family, ifindex and threshold (the
+               Advertisement Interval, 4..180 s); every other field is 0.
+               The child builds the packet itself: no packet bytes cross.
       PIDFILE  no body: write the parent's pid into the pid file (or touch it)
     child -> parent
       REPLY    count i32 errnos, one per op of the OPS (or 1 for PIDFILE)
@@ -50,7 +54,8 @@ ADD_MFC = 3
 DEL_MFC = 4
 JOIN = 5
 LEAVE = 6
-KINDS = frozenset({ADD_VIF, DEL_VIF, ADD_MFC, DEL_MFC, JOIN, LEAVE})
+MRDISC = 7
+KINDS = frozenset({ADD_VIF, DEL_VIF, ADD_MFC, DEL_MFC, JOIN, LEAVE, MRDISC})
 KIND_NAMES = {
     ADD_VIF: "ADD_VIF",
     DEL_VIF: "DEL_VIF",
@@ -58,6 +63,7 @@ KIND_NAMES = {
     DEL_MFC: "DEL_MFC",
     JOIN: "JOIN",
     LEAVE: "LEAVE",
+    MRDISC: "MRDISC",
 }
 
 MAX_BATCH = 1024

@@ -2,7 +2,8 @@
 
 Owns the `selectors` loop over the privileged helper's socket, route
 netlink link events, the control server and its clients, signals (through a
-wake-up socket) and timers (cache expiry, `-D`).  It turns each input into
+wake-up socket) and timers (cache expiry, `-D`, RFC 4286 router
+advertisements on `phyint ... mrdisc` interfaces).  It turns each input into
 an engine call, sends the resulting operations to the helper in one batch,
 feeds failures back to the engine and logs them with context.  It also
 builds the `show` documents (SPEC §4 JSON) and runs the `-e` hook.
@@ -28,7 +29,8 @@ from typing import Any
 
 from smcroute import logsetup, sdnotify
 from smcroute.engine.core import Engine, EngineError, Link, describe
-from smcroute.engine.ops import Op
+from smcroute.engine.mrdisc import Schedule
+from smcroute.engine.ops import AddVif, Announce, DelVif, Op
 from smcroute.ipc import ControlServer, Request, Response
 from smcroute.logsetup import log
 from smcroute.model import Address, MGroup, MRoute, fmt_prefix
@@ -114,6 +116,9 @@ class Daemon:
         self.hooks: list[tuple[subprocess.Popen[bytes], str]] = []
         self.started = time.monotonic()
         self.next_expire = self.started + opts.cache_timeout if opts.cache_timeout else None
+        self.mrdisc = Schedule()
+        self.mrdisc_dirty = True  # which interfaces announce may have changed
+        self.mrdisc_errs: dict[tuple[int, int], int] = {}
 
     # -- start-up ------------------------------------------------------------
 
@@ -165,6 +170,8 @@ class Daemon:
         self.drain_engine()
         if not ops:
             return []
+        if any(isinstance(op, AddVif | DelVif) for op in ops):
+            self.mrdisc_dirty = True
         results = self.helper.execute(ops)
         failures: list[str] = []
         for op, err in zip(ops, results, strict=False):
@@ -186,6 +193,7 @@ class Daemon:
         self.engine.hooks.clear()
 
     def rescan_links(self) -> None:
+        self.mrdisc_dirty = True
         try:
             links = self.nl.links()
         except NetlinkError as e:
@@ -287,6 +295,7 @@ class Daemon:
             sdnotify.ready("reload rejected: configuration has errors")
             return [*errors, "reload rejected: the running configuration is unchanged"]
         ops = self.engine.load_config(config)
+        self.mrdisc_dirty = True
         failures = self.apply(ops)
         self.helper.write_pidfile()
         logsetup.notice(f"reload done: {len(ops)} kernel changes")
@@ -397,8 +406,44 @@ class Daemon:
             log.info(f"expired {len(ops)} idle learned routes")
         self.apply(ops)
 
+    def announce(self, now: float) -> None:
+        """Send the RFC 4286 advertisements that are due (SPEC §3 `mrdisc`, §2 `-m`)."""
+        deadline = self.mrdisc.next_deadline()
+        if not self.mrdisc_dirty and (deadline is None or now < deadline):
+            return
+        self.mrdisc_dirty = False
+        before = {k: t.op.ifname for k, t in self.mrdisc.timers.items()}
+        self.mrdisc.update(self.engine.announcements(self.opts.mrdisc_interval), now)
+        after = {k: t.op.ifname for k, t in self.mrdisc.timers.items()}
+        for key in before.keys() ^ after.keys():
+            what = "announcing" if key in after else "stopped"
+            name = after.get(key) or before[key]
+            log.info(f"multicast router discovery: {what} on {name} (IPv{key[0]})")
+            self.mrdisc_errs.pop(key, None)
+        ops: list[Announce] = self.mrdisc.due(now)
+        if not ops:
+            return
+        for op, err in zip(ops, self.helper.execute(ops), strict=False):
+            key = (op.family, op.ifindex)
+            where = f"on {op.ifname} (IPv{op.family})"
+            if err == errno.EBUSY or err == self.mrdisc_errs.get(key, 0):
+                if err:
+                    log.debug(f"multicast router advertisement {where}: {os.strerror(err)}")
+                continue
+            self.mrdisc_errs[key] = err
+            if err:
+                log.warning(
+                    f"cannot send multicast router advertisement {where}: {os.strerror(err)}"
+                )
+            else:
+                log.info(f"multicast router advertisements {where} work again")
+
     def _timeout(self, now: float) -> float | None:
-        deadlines = [d for d in (self.next_expire, self.server.next_deadline()) if d is not None]
+        deadlines = [
+            d
+            for d in (self.next_expire, self.server.next_deadline(), self.mrdisc.next_deadline())
+            if d is not None
+        ]
         if self.opts.exit_after is not None:
             deadlines.append(self.started + self.opts.exit_after)
         if self.hooks:
@@ -451,6 +496,7 @@ class Daemon:
                 if self.next_expire is not None and now >= self.next_expire:
                     self.expire_learned()
                     self.next_expire = now + self.opts.cache_timeout
+                self.announce(now)
                 self.server.expire(now)
                 for key, mask in self.sel.select(self._timeout(now)):
                     tag = key.data

@@ -23,7 +23,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from smcroute.engine.ops import AddMfc, AddVif, DelMfc, DelVif, JoinGroup, LeaveGroup, Op
+from smcroute.engine.ops import (
+    AddMfc,
+    AddVif,
+    Announce,
+    DelMfc,
+    DelVif,
+    JoinGroup,
+    LeaveGroup,
+    Op,
+)
 from smcroute.model import (
     MAX_OIFS,
     Address,
@@ -319,6 +328,24 @@ class Engine:
     def vif_of(self, family: int, ifname: str) -> int | None:
         v = self.vifs.get(family, {}).get(ifname)
         return None if v is None else v.vif
+
+    def announcements(self, interval: int) -> list[Announce]:
+        """RFC 4286 advertisements due on every announcing interface (SPEC §3 mrdisc).
+
+        An interface announces when it is up, has a VIF (IPv4) or MIF (IPv6)
+        and its phyint says `mrdisc`.  When to send is the daemon's timer
+        (`smcroute.engine.mrdisc`); nothing here changes state.
+        """
+        out: list[Announce] = []
+        for fam in self.families:
+            for name, v in self.vifs[fam].items():
+                link = self.links.get(name)
+                if link is None or link.index != v.ifindex or not link.flags & IFF_UP:
+                    continue
+                p = self._phyint_for(name)
+                if p is not None and p.mrdisc:
+                    out.append(Announce(fam, v.ifindex, interval, name))
+        return out
 
     def pending(self) -> list[MRoute | MGroup]:
         """Directives naming an interface that does not exist (yet)."""
@@ -712,6 +739,8 @@ def describe(op: Op) -> str:
         verb = "add" if isinstance(op, AddMfc) else "remove"
         src = "*" if op.source is None else str(op.source)
         return f"{verb} route ({src}, {op.group})"
+    if isinstance(op, Announce):
+        return f"send a multicast router advertisement (IPv{op.family}) on {op.ifname}"
     verb = "join" if isinstance(op, JoinGroup) else "leave"
     src = "*" if op.source is None else str(op.source)
     return f"{verb} group ({src}, {op.group}) on {op.ifname}"

@@ -4,7 +4,8 @@ Pure values.  The engine emits them, `smcroute.privsep.client` encodes them
 for the child, the child validates and executes them.  Addresses are
 `ipaddress` objects; `source=None` in an MFC op means origin 0 (a kernel
 (*,G) entry).  `ttls` lists (vif, threshold) for every outbound VIF; an entry
-with no outbound VIFs is a stop filter.
+with no outbound VIFs is a stop filter.  `Announce` changes no kernel state:
+the daemon's timer asks for it (see `smcroute.engine.mrdisc`).
 """
 
 from __future__ import annotations
@@ -66,4 +67,14 @@ class LeaveGroup:
     ifname: str
 
 
-Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Send one RFC 4286 Multicast Router Advertisement out of `ifindex` (a VIF's)."""
+
+    family: Family
+    ifindex: int
+    interval: int  # Advertisement Interval, seconds (`-m`, 4..180)
+    ifname: str
+
+
+Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup | Announce

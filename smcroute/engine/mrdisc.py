@@ -1,0 +1,76 @@
+"""When to send RFC 4286 Multicast Router Advertisements (pure timer logic).
+
+Owns: for each announcing interface -- a (family, ifindex) that
+`Engine.announcements` lists -- the time of its next advertisement.  An
+interface that starts announcing (start-up, reload, a link that comes up or
+appears) gets an initial burst of `INITIAL_ADVERTS` advertisements at random
+gaps of at most `MAX_INITIAL_GAP` seconds (RFC 4286 §3: MAX_INITIAL_ADVERTISEMENTS,
+MAX_INITIAL_ADVERT_INTERVAL), then one every Advertisement Interval (`-m`)
+with a jitter of ±2.5 % of it, so that routers started together drift apart.
+An interface that stops announcing is forgotten at once.
+
+Must not: read the clock (`now` is an argument), send, or log; randomness
+comes from an injectable `random.Random` so tests can fix it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from smcroute.engine.ops import Announce
+
+INITIAL_ADVERTS = 3
+MIN_INITIAL_GAP = 0.5  # not back to back: a burst is meant to survive a lost packet
+MAX_INITIAL_GAP = 2.0
+JITTER = 0.025  # fraction of the interval
+
+Key = tuple[int, int]  # (family, ifindex)
+
+
+@dataclass(slots=True)
+class _Timer:
+    op: Announce
+    due: float
+    initial_left: int
+
+
+class Schedule:
+    """The advertisement timers of every announcing interface."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()
+        self.timers: dict[Key, _Timer] = {}
+
+    def update(self, announcers: Iterable[Announce], now: float) -> None:
+        """The interfaces that announce from `now` on; new ones start a burst."""
+        want = {(a.family, a.ifindex): a for a in announcers}
+        for key in [k for k in self.timers if k not in want]:
+            del self.timers[key]
+        for key, op in want.items():
+            timer = self.timers.get(key)
+            if timer is None:
+                self.timers[key] = _Timer(op, now, INITIAL_ADVERTS)
+            elif timer.op != op:  # renamed, or another interval: keep the rhythm
+                timer.op = op
+                timer.due = min(timer.due, now + op.interval * (1 + JITTER))
+
+    def due(self, now: float) -> list[Announce]:
+        """Advertisements to send now; each timer moves to its next deadline."""
+        out: list[Announce] = []
+        for timer in self.timers.values():
+            if timer.due > now:
+                continue
+            out.append(timer.op)
+            if timer.initial_left > 1:
+                timer.initial_left -= 1
+                timer.due = now + self.rng.uniform(MIN_INITIAL_GAP, MAX_INITIAL_GAP)
+            else:
+                timer.initial_left = 0
+                ival = timer.op.interval
+                timer.due = now + ival + self.rng.uniform(-JITTER * ival, JITTER * ival)
+        return out
+
+    def next_deadline(self) -> float | None:
+        return min((t.due for t in self.timers.values()), default=None)
