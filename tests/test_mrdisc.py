@@ -1,0 +1,273 @@
+"""Multicast router discovery (RFC 4286) without root: the packets the helper
+builds, the MRDISC op on the wire and in the helper's validation, which
+interfaces the engine says announce, and the advertisement schedule."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import random
+import socket
+import struct
+
+import pytest
+from smcroute.privsep import child, mrdisc, proto
+from smcroute.privsep.client import op_record
+
+from smcroute.engine.core import Engine, Link
+from smcroute.engine.mrdisc import (
+    INITIAL_ADVERTS,
+    JITTER,
+    MAX_INITIAL_GAP,
+    MIN_INITIAL_GAP,
+    Schedule,
+)
+from smcroute.engine.ops import Announce
+from smcroute.model import Config, Phyint
+
+Z16, Z32 = bytes(16), bytes(32)
+UP_MCAST = 0x1003  # UP | BROADCAST | MULTICAST
+
+# ---------------------------------------------------------------------------
+# Packets
+# ---------------------------------------------------------------------------
+
+
+def test_checksum_rfc1071_example() -> None:
+    # RFC 1071 §3: the sum of 0001 f203 f4f5 f6f7 is ddf2 (folded); checksum is its complement
+    assert mrdisc.checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0xFFFF - 0xDDF2
+    assert mrdisc.checksum(b"\x01") == 0xFEFF  # odd length: padded with a zero byte
+
+
+@pytest.mark.parametrize("interval", [4, 20, 180])
+def test_igmp_advertisement(interval: int) -> None:
+    pkt = mrdisc.advert4(interval)
+    assert len(pkt) == 8
+    typ, ival, _checksum, query_interval, robustness = struct.unpack("!BBHHH", pkt)
+    assert (typ, ival, query_interval, robustness) == (0x30, interval, 125, 2)
+    assert mrdisc.checksum(pkt) == 0  # a valid Internet checksum sums to 0
+
+
+def test_igmp_advertisement_golden() -> None:
+    # captured off a veth from the kernel (interval 20)
+    assert mrdisc.advert4(20) == bytes.fromhex("3014cf6c007d0002")
+
+
+def test_mld_advertisement() -> None:
+    pkt = mrdisc.advert6(4)
+    assert pkt == bytes([151, 4, 0, 0, 0, 125, 0, 2])  # checksum left to the kernel
+
+
+@pytest.mark.parametrize("interval", [-1, 0, 3, 181, 255, 1000])
+def test_advertisement_interval_out_of_range(interval: int) -> None:
+    with pytest.raises(ValueError):
+        mrdisc.advert4(interval)
+    with pytest.raises(ValueError):
+        mrdisc.advert6(interval)
+
+
+def test_ancillary_data() -> None:
+    c4 = dict(((lvl, typ), data) for lvl, typ, data in mrdisc.cmsgs4(7))
+    assert c4[(socket.IPPROTO_IP, mrdisc.IP_PKTINFO)] == struct.pack("=I8x", 7)  # in_pktinfo
+    assert c4[(socket.IPPROTO_IP, mrdisc.IP_TTL)] == struct.pack("=i", 1)
+    ra = c4[(socket.IPPROTO_IP, mrdisc.IP_RETOPTS)]
+    assert ra == bytes([0x94, 4, 0, 0]) and len(ra) % 4 == 0  # copied, option 20, length 4
+    c6 = dict(((lvl, typ), data) for lvl, typ, data in mrdisc.cmsgs6(7))
+    pktinfo = c6[(socket.IPPROTO_IPV6, mrdisc.IPV6_PKTINFO)]
+    assert len(pktinfo) == 20 and pktinfo[:16] == Z16 and pktinfo[16:] == struct.pack("=I", 7)
+    assert c6[(socket.IPPROTO_IPV6, mrdisc.IPV6_HOPLIMIT)] == struct.pack("=i", 1)
+    hbh = c6[(socket.IPPROTO_IPV6, mrdisc.IPV6_HOPOPTS)]
+    assert len(hbh) == (hbh[1] + 1) * 8  # what the kernel checks
+    assert hbh[2:6] == bytes([5, 2, 0, 0])  # Router Alert, value 0 = MLD
+
+
+# ---------------------------------------------------------------------------
+# The MRDISC op record
+# ---------------------------------------------------------------------------
+
+
+def test_mrdisc_op_round_trip() -> None:
+    rec = op_record(Announce(6, 12, 20, "eth0"))
+    assert rec == proto.OpRecord(proto.MRDISC, 6, 0, 12, 20, Z16, Z16, Z32)
+    msg = proto.decode(proto.encode_ops(9, [rec]))
+    assert msg == proto.Ops(9, (rec,))
+    assert proto.KIND_NAMES[proto.MRDISC] == "MRDISC" and proto.MRDISC in proto.KINDS
+
+
+def test_announce_with_unencodable_interval_is_refused_before_sending() -> None:
+    with pytest.raises(proto.ProtoError):
+        proto.encode_op(op_record(Announce(4, 3, 256, "eth0")))
+
+
+class FakeMroute:
+    """Stands in for an mroute socket: records what would be sent."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.sent: list[tuple[list[bytes], list[tuple[int, int, bytes]], int, tuple]] = []
+        self.fail = fail
+
+    def sendmsg(self, bufs: list[bytes], anc: list[tuple[int, int, bytes]], flags: int,
+                addr: tuple) -> int:  # fmt: skip
+        if self.fail:
+            raise OSError(self.fail, "fake")
+        self.sent.append((bufs, anc, flags, addr))
+        return sum(map(len, bufs))
+
+
+LO = socket.if_nametoindex("lo")
+GONE = 0x7FFF_FFF0  # no such interface
+
+
+@pytest.fixture
+def helper() -> child.Child:
+    ipc, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    c = child.Child(ipc, FakeMroute(), FakeMroute(), "", "", 7)  # type: ignore[arg-type]
+    c.vifs[4][0] = LO
+    c.vifs[6][3] = LO
+    c.peer = peer  # type: ignore[attr-defined]  # keep the other end open
+    return c
+
+
+def rec(fam: int = 4, ifindex: int = LO, interval: int = 20, **kw: object) -> proto.OpRecord:
+    fields = dict(kind=proto.MRDISC, family=fam, vif=0, ifindex=ifindex, threshold=interval,
+                  source=Z16, group=Z16, ttls=Z32)  # fmt: skip
+    fields.update(kw)
+    return proto.OpRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_helper_sends_what_it_builds(helper: child.Child) -> None:
+    assert helper.execute((rec(4), rec(6, interval=4))) == [0, 0]
+    ((b4, a4, f4, d4),) = helper.mr[4].sent  # type: ignore[union-attr]
+    assert (b4, a4, f4, d4) == ([mrdisc.advert4(20)], mrdisc.cmsgs4(LO), 0, ("224.0.0.106", 0))
+    ((b6, a6, _, d6),) = helper.mr[6].sent  # type: ignore[union-attr]
+    assert (b6, a6, d6) == ([mrdisc.advert6(4)], mrdisc.cmsgs6(LO), ("ff02::6a", 0, 0, LO))
+
+
+def test_helper_rate_limits_per_interface(helper: child.Child) -> None:
+    assert helper.execute((rec(4), rec(4), rec(6))) == [0, errno.EBUSY, 0]
+    assert len(helper.mr[4].sent) == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"vif": 1},
+        {"source": b"\x0a" + bytes(15)},
+        {"group": b"\xe0" + bytes(15)},
+        {"ttls": b"\x01" + bytes(31)},
+        {"threshold": 0},
+        {"threshold": 3},
+        {"threshold": 181},
+        {"threshold": 255},
+        {"ifindex": 0},
+        {"ifindex": LO + 1000},  # not one of the helper's VIFs
+        {"family": 5},
+        {"family": 0},
+    ],
+)
+def test_helper_refuses_malformed_mrdisc(helper: child.Child, bad: dict[str, object]) -> None:
+    assert helper.execute((rec(**bad),)) == [errno.EINVAL]
+    assert helper.mr[4].sent == [] and helper.mr[6].sent == []  # type: ignore[union-attr]
+    log = helper.peer.recv(4096)  # type: ignore[attr-defined]
+    line = proto.decode(log)
+    assert isinstance(line, proto.LogLine) and "MRDISC" in line.text
+
+
+def test_helper_mrdisc_other_outcomes(helper: child.Child) -> None:
+    helper.vifs[4][1] = GONE  # a VIF whose interface has just gone: a race, not an attack
+    assert helper.execute((rec(4, ifindex=GONE),)) == [errno.ENODEV]
+    helper.mr[6] = None  # IPv4-only mode
+    assert helper.execute((rec(6),)) == [errno.EAFNOSUPPORT]
+    helper.mr[4] = FakeMroute(fail=errno.ENETDOWN)  # type: ignore[assignment]
+    assert helper.execute((rec(4),)) == [errno.ENETDOWN]
+
+
+# ---------------------------------------------------------------------------
+# Which interfaces announce (engine)
+# ---------------------------------------------------------------------------
+
+
+def engine(phyints: list[Phyint], families: tuple[int, ...] = (4, 6)) -> Engine:
+    e = Engine(families=families)  # type: ignore[arg-type]
+    e.set_links(
+        [
+            Link(1, "lo", 0x49),
+            Link(2, "eth0", UP_MCAST),
+            Link(3, "eth1", UP_MCAST),
+            Link(4, "eth2", UP_MCAST & ~0x1),  # down
+            Link(5, "wan0", UP_MCAST),
+        ]
+    )
+    e.load_config(Config(phyints=phyints))
+    return e
+
+
+def test_announcements_follow_phyint_mrdisc_with_wildcards() -> None:
+    e = engine([Phyint("eth+", mrdisc=True), Phyint("wan0"), Phyint("lo", mrdisc=True)])
+    got = {(a.family, a.ifname, a.ifindex, a.interval) for a in e.announcements(30)}
+    # eth2 is down, wan0 has no mrdisc, lo never gets a VIF
+    assert got == {(f, n, i, 30) for f in (4, 6) for n, i in (("eth0", 2), ("eth1", 3))}
+    assert e.announcements(30) == e.announcements(30)  # no state change
+
+
+def test_announcements_need_an_enabled_vif_and_a_family() -> None:
+    e = engine([Phyint("eth0", enable=False, mrdisc=True), Phyint("eth1", mrdisc=True)], (4,))
+    assert [(a.family, a.ifname) for a in e.announcements(20)] == [(4, "eth1")]
+    # the last matching phyint decides, as for every other phyint setting
+    e.load_config(Config(phyints=[Phyint("eth+", mrdisc=True), Phyint("eth1")]))
+    assert [a.ifname for a in e.announcements(20)] == ["eth0"]
+    e.load_config(Config())
+    assert e.announcements(20) == []
+
+
+# ---------------------------------------------------------------------------
+# When (the daemon's schedule)
+# ---------------------------------------------------------------------------
+
+A4 = Announce(4, 2, 10, "eth0")
+A6 = Announce(6, 2, 10, "eth0")
+
+
+def test_schedule_burst_then_periodic_with_jitter() -> None:
+    s = Schedule(random.Random(1))
+    s.update([A4], 100.0)
+    now, sent = 100.0, []
+    while now < 200.0:
+        for op in s.due(now):
+            sent.append(now)
+            assert op == A4
+        nxt = s.next_deadline()
+        assert nxt is not None and nxt > now
+        now = nxt
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert sent[0] == 100.0  # at once
+    assert all(MIN_INITIAL_GAP <= g <= MAX_INITIAL_GAP for g in gaps[: INITIAL_ADVERTS - 1])
+    periodic = gaps[INITIAL_ADVERTS - 1 :]
+    assert len(periodic) >= 8
+    assert all(10 * (1 - JITTER) <= g <= 10 * (1 + JITTER) for g in periodic)
+    assert len(set(periodic)) > 1  # jittered
+
+
+def test_schedule_stops_and_restarts() -> None:
+    s = Schedule(random.Random(2))
+    s.update([A4, A6], 0.0)
+    assert s.due(0.0) == [A4, A6]
+    s.update([A6], 0.1)  # IPv4 lost mrdisc
+    assert s.due(50.0) == [A6]
+    s.update([], 50.1)
+    assert s.next_deadline() is None and s.due(100.0) == []
+    s.update([A4], 200.0)  # back (a reload, a link up): a new burst, at once
+    assert s.due(200.0) == [A4]
+    nxt = s.next_deadline()
+    assert nxt is not None and nxt <= 200.0 + MAX_INITIAL_GAP
+
+
+def test_schedule_same_interface_new_name_keeps_rhythm() -> None:
+    s = Schedule(random.Random(3))
+    s.update([A4], 0.0)
+    s.due(0.0)
+    deadline = s.next_deadline()
+    renamed = Announce(4, 2, 10, "lan0")
+    s.update([renamed], 0.5)
+    assert s.next_deadline() == deadline
+    assert deadline is not None and s.due(deadline) == [renamed]
