@@ -20,8 +20,8 @@ reports, done, query) for ``--group`` -- wire control traffic that must
 never be mistaken for an upcall.
 
 ``watch``: subscribe to RTNLGRP_IPV4_MROUTE / IPV6_MROUTE and print
-``READY`` then one line ``NEW|DEL FAMILY SOURCE GROUP MONOTONIC_NS`` per
-MFC change until stdin closes (to time "first packet -> entry installed").
+``READY`` then one line ``NEW|UNRES|DEL FAMILY SOURCE GROUP MONOTONIC_NS``
+per MFC change until stdin closes (to time "first packet -> entry installed").
 """
 
 from __future__ import annotations
@@ -142,14 +142,14 @@ def _flood(args: argparse.Namespace) -> int:
                 time.sleep(delay)  # pacing the sender: the rate is the point here
             while time.monotonic() < start + n * interval:
                 pass
+        if k == 0:
+            t0[i] = time.monotonic_ns()  # just before the source's first frame leaves
         while True:
             try:
                 s.send(frame)
                 break
             except BlockingIOError:  # pragma: no cover - full queue
                 time.sleep(0.0001)
-        if k == 0:
-            t0[i] = time.monotonic_ns()
     print(json.dumps({"sent": len(order), "t0": t0 if args.times else []}), flush=True)
     return 0
 
@@ -274,6 +274,8 @@ def _watch(args: argparse.Namespace) -> int:
                             grp = addr
                     a += (rlen + 3) & ~3
                 kind = "NEW" if mtype == RTM_NEWROUTE else "DEL"
+                if kind == "NEW" and struct.unpack_from("=I", data, off + 24)[0] & 32:
+                    kind = "UNRES"  # RTNH_F_UNRESOLVED: the kernel's own queue entry
                 out.write(f"{kind} {4 if fam == 128 else 6} {src} {grp} {now}\n")
             off += (length + 3) & ~3
         out.flush()
