@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import selectors
 import signal
@@ -87,6 +88,19 @@ def _group_obj(g: MGroup) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def bulk() -> Any:
+    """No cyclic GC during bulk work: our state is acyclic, and gen-2 passes
+    over 100,000 routes' objects made start-up and reload super-linear."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 class Daemon:
     """The running daemon; `run()` returns the exit status."""
 
@@ -150,7 +164,9 @@ class Daemon:
                 (log.warning if p.warning else log.error)(str(p))
             if any(not p.warning for p in problems):
                 log.error("configuration has errors: every valid line was applied")
-        self.apply(self.engine.load_config(config))
+        with bulk():
+            self.apply(self.engine.load_config(config))
+        gc.freeze()  # the configuration lives as long as the process: stop scanning it
         self.helper.write_pidfile()
         n = len(self.engine.mfc)
         status = f"{len(self.engine.routes)} routes, {len(self.engine.joins)} joins, {n} in kernel"
@@ -294,7 +310,8 @@ class Daemon:
             log.error("reload rejected: the running configuration is unchanged")
             sdnotify.ready("reload rejected: configuration has errors")
             return [*errors, "reload rejected: the running configuration is unchanged"]
-        ops = self.engine.load_config(config)
+        with bulk():
+            ops = self.engine.load_config(config)
         self.mrdisc_dirty = True
         failures = self.apply(ops)
         self.helper.write_pidfile()
@@ -359,6 +376,10 @@ class Daemon:
         )
 
     def show_routes(self) -> Any:
+        with bulk():
+            return self._show_routes()
+
+    def _show_routes(self) -> Any:
         counters = self.counters()
         kernel = []
         per_template: dict[int, list[int]] = {}
