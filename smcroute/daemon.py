@@ -132,7 +132,8 @@ class Daemon:
         self.next_expire = self.started + opts.cache_timeout if opts.cache_timeout else None
         self.mrdisc = Schedule()
         self.mrdisc_dirty = True  # which interfaces announce may have changed
-        self.mrdisc_errs: dict[tuple[int, int], int] = {}
+        self.mrdisc_errs: dict[tuple[int, int], int] = {}  # last errno per (family, ifindex)
+        self.mrdisc_warned: set[tuple[int, int]] = set()
 
     # -- start-up ------------------------------------------------------------
 
@@ -441,22 +442,26 @@ class Daemon:
             name = after.get(key) or before[key]
             log.info(f"multicast router discovery: {what} on {name} (IPv{key[0]})")
             self.mrdisc_errs.pop(key, None)
+            self.mrdisc_warned.discard(key)
         ops: list[Announce] = self.mrdisc.due(now)
         if not ops:
             return
+        # A failure is a warning once it repeats: right after a link comes up,
+        # IPv6 may have no link-local address yet (EADDRNOTAVAIL) for a moment.
         for op, err in zip(ops, self.helper.execute(ops), strict=False):
             key = (op.family, op.ifindex)
             where = f"on {op.ifname} (IPv{op.family})"
-            if err == errno.EBUSY or err == self.mrdisc_errs.get(key, 0):
-                if err:
-                    log.debug(f"multicast router advertisement {where}: {os.strerror(err)}")
-                continue
+            prev = self.mrdisc_errs.get(key, 0)
             self.mrdisc_errs[key] = err
-            if err:
+            if err and err == prev and key not in self.mrdisc_warned:
+                self.mrdisc_warned.add(key)
                 log.warning(
-                    f"cannot send multicast router advertisement {where}: {os.strerror(err)}"
+                    f"cannot send multicast router advertisements {where}: {os.strerror(err)}"
                 )
-            else:
+            elif err:
+                log.debug(f"multicast router advertisement {where}: {os.strerror(err)}")
+            elif key in self.mrdisc_warned:
+                self.mrdisc_warned.discard(key)
                 log.info(f"multicast router advertisements {where} work again")
 
     def _timeout(self, now: float) -> float | None:

@@ -157,3 +157,39 @@ def test_mrdisc_announces_on_mrdisc_phyints_only_and_stops_on_reload(
     assert "cannot send" not in log, log
     x1.close()
     x2.close()
+
+
+def test_mrdisc_wildcard_and_link_down_up_restarts_the_burst(
+    topology: Callable[..., RouterTopology], ours: Callable[..., Daemon]
+) -> None:
+    topo = topology(2)
+    x1, x2 = (Capture(topo, x) for x in topo.receivers)
+    # -m 180: after the initial burst nothing is due for 3 minutes, so every
+    # further advertisement comes from an interface that (re)starts announcing.
+    ours(topo.router, "phyint a+ mrdisc\n", extra_args=("-l", "debug", "-m", "180"))
+    for x in (x1, x2):
+        netns.wait_until(
+            lambda x=x: len(x.poll(0.2) and x.adverts(4)) >= 3 and len(x.adverts(6)) >= 3,
+            timeout=10,
+            what="initial bursts behind a2 and a3",
+        )
+        for fam in (4, 6):
+            for pkt in x.adverts(fam):
+                check_advert(pkt, fam, 180)
+    x2.poll(0.5)
+    assert len(x2.adverts(4)) == 3 and len(x2.adverts(6)) == 3, x2.packets  # a burst is 3
+
+    # a3 down: it stops (netlink); up again: a new burst of 3 on a3 only.
+    topo.router.ip("link", "set", "a3", "down")
+    time.sleep(0.5)
+    topo.router.ip("link", "set", "a3", "up")
+    topo.wait_link_ready()
+    netns.wait_until(
+        lambda: len(x2.poll(0.2) and x2.adverts(4)) >= 6 and len(x2.adverts(6)) >= 6,
+        timeout=10,
+        what="a second burst behind a3",
+    )
+    x1.poll(0.5)
+    assert len(x1.adverts(4)) == 3 and len(x1.adverts(6)) == 3, x1.packets
+    x1.close()
+    x2.close()

@@ -26,7 +26,7 @@ from smcroute.engine.ops import Announce
 from smcroute.model import Config, Phyint
 
 Z16, Z32 = bytes(16), bytes(32)
-UP_MCAST = 0x1003  # UP | BROADCAST | MULTICAST
+UP_MCAST = 0x1043  # UP | BROADCAST | RUNNING | MULTICAST
 
 # ---------------------------------------------------------------------------
 # Packets
@@ -196,6 +196,7 @@ def engine(phyints: list[Phyint], families: tuple[int, ...] = (4, 6)) -> Engine:
             Link(3, "eth1", UP_MCAST),
             Link(4, "eth2", UP_MCAST & ~0x1),  # down
             Link(5, "wan0", UP_MCAST),
+            Link(6, "eth3", UP_MCAST & ~0x40),  # up, no carrier
         ]
     )
     e.load_config(Config(phyints=phyints))
@@ -205,7 +206,7 @@ def engine(phyints: list[Phyint], families: tuple[int, ...] = (4, 6)) -> Engine:
 def test_announcements_follow_phyint_mrdisc_with_wildcards() -> None:
     e = engine([Phyint("eth+", mrdisc=True), Phyint("wan0"), Phyint("lo", mrdisc=True)])
     got = {(a.family, a.ifname, a.ifindex, a.interval) for a in e.announcements(30)}
-    # eth2 is down, wan0 has no mrdisc, lo never gets a VIF
+    # eth2 is down, eth3 has no carrier, wan0 has no mrdisc, lo never gets a VIF
     assert got == {(f, n, i, 30) for f in (4, 6) for n, i in (("eth0", 2), ("eth1", 3))}
     assert e.announcements(30) == e.announcements(30)  # no state change
 

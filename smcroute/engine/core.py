@@ -51,6 +51,7 @@ from smcroute.model import (
 
 MAXVIFS = 32
 IFF_UP = 0x1
+IFF_RUNNING = 0x40
 IFF_LOOPBACK = 0x8
 IFF_MULTICAST = 0x1000
 NOCACHE = 1
@@ -332,15 +333,16 @@ class Engine:
     def announcements(self, interval: int) -> list[Announce]:
         """RFC 4286 advertisements due on every announcing interface (SPEC §3 mrdisc).
 
-        An interface announces when it is up, has a VIF (IPv4) or MIF (IPv6)
-        and its phyint says `mrdisc`.  When to send is the daemon's timer
+        An interface announces when it is up and running (has carrier), has
+        a VIF (IPv4) or MIF (IPv6) and its phyint says `mrdisc`.  When to send is the daemon's timer
         (`smcroute.engine.mrdisc`); nothing here changes state.
         """
         out: list[Announce] = []
         for fam in self.families:
             for name, v in self.vifs[fam].items():
                 link = self.links.get(name)
-                if link is None or link.index != v.ifindex or not link.flags & IFF_UP:
+                up = IFF_UP | IFF_RUNNING
+                if link is None or link.index != v.ifindex or link.flags & up != up:
                     continue
                 p = self._phyint_for(name)
                 if p is not None and p.mrdisc:
