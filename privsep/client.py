@@ -44,6 +44,7 @@ __all__ = ["Event", "Helper", "HelperGone", "LogLine", "Upcall", "op_record", "s
 
 Event = Upcall | LogLine
 
+WINDOW = 4  # OPS batches in flight (each up to ~78 KB; fits SOCKBUF)
 SOCKBUF = 1 << 20
 DEFAULT_TIMEOUT = 30.0
 
@@ -210,6 +211,10 @@ class Helper:
         if self.closed:
             self._raise_gone()
         self._send(data)
+        return self._await(seq, count, timeout)
+
+    def _await(self, seq: int, count: int, timeout: float) -> tuple[int, ...]:
+        """Wait for the REPLY to request `seq` (buffering upcalls and logs)."""
         deadline = time.monotonic() + timeout
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLIN)
@@ -247,19 +252,35 @@ class Helper:
         seconds per batch.
         """
         result = [0] * len(ops)
-        pending: list[tuple[int, bytes]] = []
-        for i, op in enumerate(ops):
-            try:
-                pending.append((i, proto.encode_op(op_record(op))))
-            except ProtoError:
-                result[i] = errno.EINVAL
-        for start in range(0, len(pending), proto.MAX_BATCH):
-            chunk = pending[start : start + proto.MAX_BATCH]
-            seq = self._next_seq()
-            data = proto.encode_ops_raw(seq, [rec for _, rec in chunk])
-            errnos = self._request(data, seq, len(chunk), timeout)
-            for (i, _), err in zip(chunk, errnos, strict=True):
+        if self.closed:
+            self._raise_gone()
+        # Pipelined: up to WINDOW batches in flight, so that the helper's
+        # kernel work overlaps with our encoding of the next batch.
+        inflight: list[tuple[int, list[int]]] = []
+
+        def collect() -> None:
+            seq, index = inflight.pop(0)
+            for i, err in zip(index, self._await(seq, len(index), timeout), strict=True):
                 result[i] = err
+
+        for start in range(0, len(ops), proto.MAX_BATCH):
+            index: list[int] = []
+            records: list[bytes] = []
+            for i in range(start, min(start + proto.MAX_BATCH, len(ops))):
+                try:
+                    records.append(proto.encode_op(op_record(ops[i])))
+                    index.append(i)
+                except ProtoError:
+                    result[i] = errno.EINVAL
+            if not records:
+                continue
+            seq = self._next_seq()
+            self._send(proto.encode_ops_raw(seq, records))
+            inflight.append((seq, index))
+            if len(inflight) >= WINDOW:
+                collect()
+        while inflight:
+            collect()
         return result
 
     def execute_records(
