@@ -142,6 +142,10 @@ def test_mrdisc_announces_on_mrdisc_phyints_only_and_stops_on_reload(
     assert all(0.3 < g <= 2.2 for g in burst), burst
     assert 3.7 <= times[3] - times[2] <= 4.4, times
     assert x2.poll(0.1) == [], "advertisements on a3, where mrdisc is off"
+    # sending on the mroute sockets left the routing API alone: the route forwards
+    rxs = [netns.Receiver(x, "r0", ["225.1.1.1"], topology=topo).start() for x in topo.receivers]
+    netns.send(topo.sender, "s0", "225.1.1.1", count=5)
+    assert [rx.stop().count(topo.source4, "225.1.1.1") for rx in rxs] == [5, 5]
 
     # Reload without mrdisc: they stop (a2 keeps its VIF: it is still routed to).
     d.write_conf(conf.replace("phyint a2 mrdisc\n", ""))
