@@ -6,7 +6,11 @@ with the socketpair end and the multicast routing sockets inherited.
 
 Owns: the multicast routing sockets, the group-join sockets, the
 PID file write, the removal of the PID file and control socket at exit, and
-the sending of RFC 4286 Multicast Router Advertisements (MRDISC ops: raw
+running the `-e` hook (HOOK ops: the command is fixed on our command line
+at start-up, the parent only names the action and the addresses; it runs
+as uid 0 with CAP_NET_ADMIN + CAP_NET_RAW only and no-new-privs, so
+`conntrack` works from it; at most MAX_HOOKS at once), the sending of
+RFC 4286 Multicast Router Advertisements (MRDISC ops: raw
 IGMP/ICMPv6 needs CAP_NET_RAW) on the mroute sockets, built here from the
 validated interval alone, out of VIF interfaces only, and rate-limited.
 It keeps only CAP_NET_ADMIN + CAP_NET_RAW, sets no-new-privs, closes every
@@ -34,7 +38,7 @@ import signal
 import socket
 import sys
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import prctl  # type: ignore[import-untyped, unused-ignore]
 
@@ -47,11 +51,15 @@ CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 KEEP_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW)
 KEEP_MASK = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 LEVELS = {"none": -1, "err": 3, "error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
 
 MAX_JOIN_SOCKETS = 4096  # per family and kind; 20 groups each -> 80k groups
 UPCALL_BURST = 4096  # max upcalls read per wake-up before serving the parent again
+MAX_HOOKS = 16  # hook processes running at once; more are refused (EAGAIN)
 MRDISC_MIN_GAP = 0.2  # s between two advertisements on one interface (a hostile parent)
 
 _ZERO12 = bytes(12)
@@ -220,8 +228,11 @@ class Child:
         pidfile: str,
         ctlsock: str,
         loglevel: int,
+        hook: str = "",
     ) -> None:
         self.ipc = ipc
+        self.hook = hook
+        self.hook_procs: dict[int, str] = {}  # pid -> action
         self.mr = {4: mr4, 6: mr6}
         self.pidfile = pidfile
         self.ctlsock = ctlsock
@@ -270,7 +281,10 @@ class Child:
                 by_fd[s.fileno()] = (fam, s)
         ipc_fd = self.ipc.fileno()
         while not self.parent_gone:
-            for fd, ev in poller.poll():
+            events = poller.poll(500 if self.hook_procs else None)
+            if self.hook_procs:
+                self.reap_hooks()
+            for fd, ev in events:
                 if fd == ipc_fd:
                     self.serve_parent(ev)
                 elif fd in by_fd:
@@ -386,6 +400,8 @@ class Child:
             return self.join(op, kind == proto.JOIN)
         if kind == proto.MRDISC:
             return self.mrdisc(op)
+        if kind == proto.HOOK:
+            return self.run_hook(op)
         raise Bad("unknown op kind")
 
     def _mroute(self, fam: int) -> socket.socket:
@@ -559,6 +575,60 @@ class Child:
         self._mrdisc_sent[key] = now
         return 0
 
+    # --- the -e hook ------------------------------------------------------------
+    def run_hook(self, op: proto.OpRecord) -> int:
+        """Start the `-e` command with `reload`, or `install` and source/group."""
+        fam, action = op.family, op.threshold
+        if op.vif != 0 or op.ifindex != 0 or op.ttls != _ZERO32:
+            raise Bad("vif/ifindex/ttl fields set on a HOOK op")
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS")}
+        if action == proto.HOOK_RELOAD:
+            if op.source != _ZERO16 or op.group != _ZERO16:
+                raise Bad("addresses set on a reload HOOK op")
+            args = "reload"
+        elif action == proto.HOOK_INSTALL:
+            self._check_sg(fam, op.source, op.group)
+            if op.source == _ZERO16:
+                raise Bad("install HOOK op without a source")
+            env["source"] = _ntop(fam, op.source)
+            env["group"] = _ntop(fam, op.group)
+            args = "install"
+        else:
+            raise Bad(f"unknown hook action {action}")
+        if not self.hook:
+            return errno.ENOENT
+        if len(self.hook_procs) >= MAX_HOOKS:
+            return errno.EAGAIN
+        try:
+            _hook_caps(True)
+            try:
+                pid = os.posix_spawnp(
+                    self.hook,
+                    [self.hook, args],
+                    env,
+                    setsid=True,
+                    file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
+                )
+            finally:
+                _hook_caps(False)
+        except OSError as e:
+            return e.errno or errno.EIO
+        self.hook_procs[pid] = args
+        return 0
+
+    def reap_hooks(self) -> None:
+        for pid, args in list(self.hook_procs.items()):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done == 0:
+                continue
+            del self.hook_procs[pid]
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                self.log(proto.LOG_WARNING, f"hook {self.hook} {args} exited with status {code}")
+
     # --- pid file and exit -----------------------------------------------------
     def write_pidfile(self) -> int:
         """Write the parent's pid into the pid file the first time, touch it after."""
@@ -610,6 +680,27 @@ def _status() -> dict[str, str]:
             k, _, v = line.partition(":")
             out[k] = v.strip()
     return out
+
+
+_libc: Any = None
+
+
+def _hook_caps(on: bool) -> None:
+    """Around spawning the hook: our two capabilities as ambient ones, the only
+    way uid 0 keeps capabilities across exec under the locked SECBIT_NOROOT."""
+    global _libc
+    if _libc is None:
+        import ctypes  # only when a hook runs: keeps the helper small otherwise
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    for cap in KEEP_CAPS:
+        setattr(prctl.cap_inheritable, "net_admin" if cap == CAP_NET_ADMIN else "net_raw", on)
+    if on:
+        for cap in KEEP_CAPS:
+            if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0:
+                raise OSError(errno.EPERM, "cannot raise ambient capabilities for the hook")
+    else:
+        _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 
 
 def drop_privileges() -> list[str]:
@@ -682,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     opts: dict[str, str] = {}
     it = iter(args)
     for a in it:
-        if a not in ("--ipc", "--v4", "--v6", "--pidfile", "--ctlsock", "--loglevel"):
+        if a not in ("--ipc", "--v4", "--v6", "--pidfile", "--ctlsock", "--loglevel", "--hook"):
             return _usage(f"unknown argument {a!r}")
         v = next(it, None)
         if v is None:
@@ -706,6 +797,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     keep = {0, 1, 2, ipc_fd} | {fd for fd in fds.values() if fd >= 0}
     _close_other_fds(keep)
+    for fd in keep - {0, 1, 2}:  # a hook must never inherit the routing sockets
+        with contextlib.suppress(OSError):
+            os.set_inheritable(fd, False)
     with contextlib.suppress(OSError):
         os.chdir("/")
 
@@ -716,7 +810,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         return _usage(f"bad inherited fd: {e.strerror}")
     ipc.setblocking(True)
-    child = Child(ipc, mr4, mr6, opts.get("pidfile", ""), opts.get("ctlsock", ""), loglevel)
+    child = Child(
+        ipc,
+        mr4,
+        mr6,
+        opts.get("pidfile", ""),
+        opts.get("ctlsock", ""),
+        loglevel,
+        opts.get("hook", ""),
+    )
     try:
         try:
             for w in drop_privileges():

@@ -34,6 +34,7 @@ from smcroute.engine.ops import (
     JoinGroup,
     LeaveGroup,
     Op,
+    RunHook,
 )
 from smcroute.model import Address
 
@@ -129,6 +130,11 @@ def op_record(op: Op) -> OpRecord:
         )
     if isinstance(op, Announce):
         return OpRecord(proto.MRDISC, op.family, 0, op.ifindex, op.interval, _Z16, _Z16, _Z32)
+    if isinstance(op, RunHook):
+        action = proto.HOOK_RELOAD if op.action == "reload" else proto.HOOK_INSTALL
+        return OpRecord(
+            proto.HOOK, op.family, 0, 0, action, _addr16(op.source), _addr16(op.group), _Z32
+        )
     raise ProtoError(f"unknown op {op!r}")
 
 
@@ -349,6 +355,7 @@ def start_helper(
     pidfile: str,
     ctlsock: str,
     loglevel: str,
+    hook: str | None = None,
 ) -> Helper:
     """Spawn the privileged helper with the mroute sockets; close our copies."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -370,6 +377,8 @@ def start_helper(
         "--loglevel",
         loglevel,
     ]
+    if hook:
+        argv += ["--hook", hook]
     pkgdir = os.path.dirname(os.path.abspath(smcroute.__file__ or "."))
     privdir = os.path.dirname(os.path.abspath(__file__))
     try:

@@ -19,6 +19,11 @@ length the header fully determines:
                of a VIF's interface) uses family, ifindex and threshold (the
                Advertisement Interval, 4..180 s); every other field is 0.
                The child builds the packet itself: no packet bytes cross.
+               HOOK (run the `-e` command given to the child at start-up)
+               uses family and threshold (the action: 1 = `reload`,
+               2 = `install` with `source` and `group` set to a unicast
+               source and a multicast group); every other field is 0.
+               No command text crosses: only the action and addresses.
       PIDFILE  no body: write the parent's pid into the pid file (or touch it)
     child -> parent
       REPLY    count i32 errnos, one per op of the OPS (or 1 for PIDFILE)
@@ -55,7 +60,10 @@ DEL_MFC = 4
 JOIN = 5
 LEAVE = 6
 MRDISC = 7
-KINDS = frozenset({ADD_VIF, DEL_VIF, ADD_MFC, DEL_MFC, JOIN, LEAVE, MRDISC})
+HOOK = 8
+HOOK_RELOAD = 1
+HOOK_INSTALL = 2
+KINDS = frozenset({ADD_VIF, DEL_VIF, ADD_MFC, DEL_MFC, JOIN, LEAVE, MRDISC, HOOK})
 KIND_NAMES = {
     ADD_VIF: "ADD_VIF",
     DEL_VIF: "DEL_VIF",
@@ -64,6 +72,7 @@ KIND_NAMES = {
     JOIN: "JOIN",
     LEAVE: "LEAVE",
     MRDISC: "MRDISC",
+    HOOK: "HOOK",
 }
 
 MAX_BATCH = 1024

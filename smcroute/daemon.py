@@ -21,17 +21,16 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from smcroute import logsetup, sdnotify
 from smcroute.engine.core import Engine, EngineError, Link, describe
 from smcroute.engine.mrdisc import Schedule
-from smcroute.engine.ops import AddVif, Announce, DelVif, Op
+from smcroute.engine.ops import AddVif, Announce, DelVif, Op, RunHook
 from smcroute.ipc import ControlServer, Request, Response
 from smcroute.logsetup import log
 from smcroute.model import Address, MGroup, MRoute, fmt_prefix
@@ -127,7 +126,6 @@ class Daemon:
         self.sig_r, self.sig_w = socket.socketpair()
         self.stopping = False
         self.status = EXIT_OK
-        self.hooks: list[tuple[subprocess.Popen[bytes], str]] = []
         self.started = time.monotonic()
         self.next_expire = self.started + opts.cache_timeout if opts.cache_timeout else None
         self.mrdisc = Schedule()
@@ -141,7 +139,7 @@ class Daemon:
         self.sig_r.setblocking(False)
         self.sig_w.setblocking(False)
         signal.set_wakeup_fd(self.sig_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda _s, _f: None)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
@@ -221,33 +219,17 @@ class Daemon:
     # -- hooks ---------------------------------------------------------------
 
     def run_hook(self, what: str, source: str | None = None, group: str | None = None) -> None:
+        """Ask the helper to start the `-e` command (it runs there: see RunHook)."""
         if not self.opts.hook:
             return
-        env = dict(os.environ)
-        if source is not None and group is not None:
-            env["source"], env["group"] = source, group
-        try:
-            proc = subprocess.Popen(
-                [self.opts.hook, what],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                close_fds=True,
-                start_new_session=True,
-            )
-        except OSError as e:
-            log.warning(f"cannot run hook {self.opts.hook} {what}: {e.strerror}")
-            return
-        self.hooks.append((proc, what))
-
-    def reap_hooks(self) -> None:
-        for entry in list(self.hooks):
-            proc, what = entry
-            code = proc.poll()
-            if code is None:
-                continue
-            self.hooks.remove(entry)
-            if code != 0:
-                log.warning(f"hook {self.opts.hook} {what} exited with status {code}")
+        if what == "install" and source is not None and group is not None:
+            src, grp = ip_address(source), ip_address(group)
+            op = RunHook("install", 4 if grp.version == 4 else 6, src, grp)
+        else:
+            op = RunHook("reload")
+        err = self.helper.execute([op])[0]
+        if err:
+            log.warning(f"cannot run hook {self.opts.hook} {what}: {os.strerror(err)}")
 
     # -- control requests ----------------------------------------------------
 
@@ -472,8 +454,6 @@ class Daemon:
         ]
         if self.opts.exit_after is not None:
             deadlines.append(self.started + self.opts.exit_after)
-        if self.hooks:
-            deadlines.append(now + 1.0)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -489,8 +469,6 @@ class Daemon:
                 self.stopping = True
             elif signum == signal.SIGHUP:
                 self.reload()
-            elif signum == signal.SIGCHLD:
-                self.reap_hooks()
 
     def on_helper(self, now: float) -> None:
         # Upcalls that arrive while apply() waits for the helper's answer are
@@ -535,8 +513,6 @@ class Daemon:
                         self.on_signals()
                     else:
                         self.server.on_ready(key, mask)
-                if self.hooks:
-                    self.reap_hooks()
                 if self.helper.has_events():  # buffered while a request was applied
                     self.on_helper(time.monotonic())
         except HelperGone:
@@ -561,9 +537,6 @@ class Daemon:
         # Closing the helper closes the routing sockets: the kernel removes every
         # VIF, MFC entry and membership; the helper removes the socket and PID file.
         self.helper.close()
-        for proc, _what in self.hooks:
-            with contextlib.suppress(OSError):
-                proc.wait(timeout=0.1)
         for s in (self.events, self.nl):
             s.close()
         with contextlib.suppress(OSError):

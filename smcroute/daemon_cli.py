@@ -272,7 +272,9 @@ def run(o: Options) -> int:
         log.error(f"cannot create control socket {o.sockpath}: {msg}")
         return EX_UNAVAILABLE if "answers" in str(e) else EX_OSERR
     try:
-        helper = start_helper(v4, v6, pidfile=o.pidfile, ctlsock=o.sockpath, loglevel=o.loglevel)
+        helper = start_helper(
+            v4, v6, pidfile=o.pidfile, ctlsock=o.sockpath, loglevel=o.loglevel, hook=o.hook
+        )
     except OSError as e:
         log.error(f"cannot start the privileged helper: {e}")
         with contextlib.suppress(OSError):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -426,14 +425,19 @@ def test_flush_drops_learned_and_stop_filters_only(
 
 @pytest.fixture
 def hook_dir() -> Iterator[Path]:
-    """A directory the unprivileged daemon user (nobody) can run and write in."""
+    """A directory with a hook that records its arguments, environment and privileges."""
     top = Path(tempfile.mkdtemp(prefix="smct-hook-"))
     top.chmod(0o755)
     out = top / "out"
     out.mkdir()
     out.chmod(0o1777)
     script = top / "hook.sh"
-    script.write_text(f'#!/bin/sh\necho "$1 $source $group" >> {out}/calls\n')
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$1 $source $group" >> {out}/calls\n'
+        f'echo "$(id -u) $(grep -E "^(CapEff|NoNewPrivs)" /proc/self/status | tr -s "\\t\\n" " ")"'
+        f" >> {out}/privs\n"
+    )
     script.chmod(0o755)
     yield top
     shutil.rmtree(top, ignore_errors=True)
@@ -460,9 +464,12 @@ def test_event_hook_install_and_reload(
     d.reload()
     wait_until(lambda: len(lines()) >= 3, timeout=10, what="reload hook")
     assert lines() == ["reload", f"install {norm(src)} {norm(g)}", "reload"]
-    # it ran as the unprivileged user, not root
-    assert calls.stat().st_uid != 0
-    assert stat.S_IMODE(calls.stat().st_mode) & 0o200
+    # It ran from the privileged helper: uid 0 with exactly CAP_NET_ADMIN and
+    # CAP_NET_RAW (enough for conntrack) and no-new-privs, every time.
+    privs = (hook_dir / "out" / "privs").read_text().splitlines()
+    assert len(privs) == 3
+    for line in privs:
+        assert line.split() == ["0", "CapEff:", "0000000000003000", "NoNewPrivs:", "1"], line
 
 
 # ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from smcroute.engine.ops import (
     JoinGroup,
     LeaveGroup,
     Op,
+    RunHook,
 )
 from smcroute.model import (
     MAX_OIFS,
@@ -743,6 +744,8 @@ def describe(op: Op) -> str:
         return f"{verb} route ({src}, {op.group})"
     if isinstance(op, Announce):
         return f"send a multicast router advertisement (IPv{op.family}) on {op.ifname}"
+    if isinstance(op, RunHook):
+        return f"run the -e hook ({op.action})"
     verb = "join" if isinstance(op, JoinGroup) else "leave"
     src = "*" if op.source is None else str(op.source)
     return f"{verb} group ({src}, {op.group}) on {op.ifname}"

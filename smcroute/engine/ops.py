@@ -11,6 +11,7 @@ the daemon's timer asks for it (see `smcroute.engine.mrdisc`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from smcroute.model import Address, Family
 
@@ -77,4 +78,14 @@ class Announce:
     ifname: str
 
 
-Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup | Announce
+@dataclass(frozen=True, slots=True)
+class RunHook:
+    """Run the `-e` command: `reload`, or `install` with source and group."""
+
+    action: Literal["reload", "install"]
+    family: Family = 4
+    source: Address | None = None
+    group: Address | None = None
+
+
+Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup | Announce | RunHook
