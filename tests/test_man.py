@@ -181,11 +181,12 @@ def test_privilege_separation_is_explained():
 def test_event_hook_paragraph_is_in_one_place():
     """The hook's privileges are described once (THE EVENT HOOK), so they can change."""
     pages = {p: " ".join(_text(p).split()) for p in PAGES}
-    phrase = "The hook is run by the unprivileged main process"
+    phrase = "The hook is started by the privileged helper"
     assert [p for p, t in pages.items() if phrase in t] == ["smcrouted.8"]
     hook = pages["smcrouted.8"]
     hook = hook[hook.index(".Sh THE EVENT HOOK") : hook.index(".Sh SIGNALS")]
-    for words in ("asynchronously", "never blocked", "logged", "CAP_NET_ADMIN", "explicitly"):
+    for words in ("asynchronously", "never blocked", "logged", "CAP_NET_ADMIN", "CAP_NET_RAW",
+                  "no-new-privileges", "At most 16"):  # fmt: skip
         assert words in hook, words
 
 
