@@ -45,6 +45,7 @@ __all__ = ["Event", "Helper", "HelperGone", "LogLine", "Upcall", "op_record", "s
 
 Event = Upcall | LogLine
 
+READ_BURST = 2048  # messages read per read_events() call
 WINDOW = 4  # OPS batches in flight (each up to ~78 KB; fits SOCKBUF)
 SOCKBUF = 1 << 20
 DEFAULT_TIMEOUT = 30.0
@@ -324,7 +325,7 @@ class Helper:
         """
         if not self._gone:
             try:
-                while True:
+                for _ in range(READ_BURST):  # bounded: a flood must not starve the caller
                     raw = self._recv(socket.MSG_DONTWAIT)
                     if raw is None:
                         break

@@ -446,6 +446,10 @@ class Daemon:
                 self.mrdisc_warned.discard(key)
                 log.info(f"multicast router advertisements {where} work again")
 
+    def _select_timeout(self, now: float) -> float | None:
+        """Zero while the helper client holds buffered upcalls (see on_helper)."""
+        return 0.0 if self.helper.has_events() else self._timeout(now)
+
     def _timeout(self, now: float) -> float | None:
         deadlines = [
             d
@@ -471,23 +475,23 @@ class Daemon:
                 self.reload()
 
     def on_helper(self, now: float) -> None:
-        # Upcalls that arrive while apply() waits for the helper's answer are
-        # buffered by the client, and the socket is no longer readable for
-        # them: loop until the buffer is empty, or they would wait for the
-        # next packet (and the kernel drops unresolved entries after 10 s).
-        while True:
-            ops: list[Op] = []
-            for ev in self.helper.read_events():
-                if isinstance(ev, Upcall):
-                    ops.extend(
-                        self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)
-                    )
-                else:
-                    level = logsetup.SYSLOG_LEVELS.get(ev.level, logsetup.NOTICE)
-                    log.log(level, f"helper: {ev.text}")
-            self.apply(ops)
-            if not self.helper.has_events():
-                return
+        """One round of upcalls and helper log lines, installed in one batch.
+
+        Upcalls that arrive while apply() waits for the helper's answer are
+        buffered by the client (the socket is then no longer readable for
+        them): the loop comes back with a zero timeout while any are left,
+        serving the control socket in between, so a flood starves nobody.
+        """
+        ops: list[Op] = []
+        for ev in self.helper.read_events():
+            if isinstance(ev, Upcall):
+                ops.extend(
+                    self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)
+                )
+            else:
+                level = logsetup.SYSLOG_LEVELS.get(ev.level, logsetup.NOTICE)
+                log.log(level, f"helper: {ev.text}")
+        self.apply(ops)
 
     def run(self) -> int:
         try:
@@ -502,7 +506,7 @@ class Daemon:
                     self.next_expire = now + self.opts.cache_timeout
                 self.announce(now)
                 self.server.expire(now)
-                for key, mask in self.sel.select(self._timeout(now)):
+                for key, mask in self.sel.select(self._select_timeout(now)):
                     tag = key.data
                     if tag == "helper":
                         self.on_helper(time.monotonic())
