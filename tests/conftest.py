@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import netns
 
-NETNS_FIXTURES = {"topology", "daemon", "smcrouted_bin", "router_topo"}
+NETNS_FIXTURES = {"topology", "daemon", "smcrouted_bin", "router_topo", "ours"}
 
 
 class DaemonBinary(NamedTuple):
@@ -150,12 +150,40 @@ def daemon(
     given. Daemons are stopped at teardown; when the test failed their logs
     are printed (pytest shows them under "Captured stdout teardown").
     """
-    started: list[netns.Daemon] = []
 
     def start(ns: netns.Netns, conf: str | None = "", **kw: Any) -> netns.Daemon:
         kw.setdefault("binary", smcrouted_bin.daemon)
         kw.setdefault("ctl_binary", smcrouted_bin.ctl)
-        d = netns.Daemon(ns, conf=conf, **kw)
+        return netns.Daemon(ns, conf=conf, **kw)
+
+    yield from _started_daemons(request, start)
+
+
+@pytest.fixture
+def ours(request: pytest.FixtureRequest) -> Iterator[Callable[..., netns.Daemon]]:
+    """Factory: ``ours(ns, conf="", *extra_args, **kw)`` -> OUR smcrouted, started.
+
+    Extra arguments follow ``-l debug``; keyword arguments go to
+    :class:`netns.Daemon` (``ident=``, ``workdir=``, ``extra_args=``...).
+    """
+
+    def start(ns: netns.Netns, conf: str = "", *extra: str, **kw: Any) -> netns.Daemon:
+        if extra:
+            kw["extra_args"] = ["-l", "debug", *extra]
+        kw.setdefault("ctl_binary", netns.OUR_CTL)
+        return netns.Daemon(ns, netns.OUR_DAEMON, conf, **kw)
+
+    yield from _started_daemons(request, start)
+
+
+def _started_daemons(
+    request: pytest.FixtureRequest, make: Callable[..., netns.Daemon]
+) -> Iterator[Callable[..., netns.Daemon]]:
+    """Start daemons made by ``make``; stop them all at teardown, logs on failure."""
+    started: list[netns.Daemon] = []
+
+    def start(*args: Any, **kw: Any) -> netns.Daemon:
+        d = make(*args, **kw)
         started.append(d)
         return d.start()
 

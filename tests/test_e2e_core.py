@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import netns
@@ -23,24 +23,6 @@ CAP_NET_ADMIN = 1 << 12
 CAP_NET_RAW = 1 << 13
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def ours(request: pytest.FixtureRequest) -> Iterator[Callable[..., Daemon]]:
-    """Factory: ours(ns, conf, extra_args=...) -> started Daemon; logs shown on failure."""
-    started: list[Daemon] = []
-
-    def start(ns: netns.Netns, conf: str = "", **kw: Any) -> Daemon:
-        d = Daemon(ns, OURS, conf, **kw)
-        started.append(d)
-        return d.start()
-
-    yield start
-    rep = getattr(request.node, "rep_call", None)
-    for d in reversed(started):
-        d.stop()
-        if rep is None or rep.failed:
-            print(f"----- {d.binary} in {d.ns} (exit {d.returncode}) -----\n{d.log()}")
 
 
 def helper_pid(d: Daemon) -> int:

@@ -15,7 +15,7 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,24 +77,6 @@ class Capture:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-@pytest.fixture
-def ours(request: pytest.FixtureRequest) -> Iterator[Callable[..., Daemon]]:
-    """Factory: ours(ns, conf, extra_args=...) -> started Daemon; logs shown on failure."""
-    started: list[Daemon] = []
-
-    def start(ns: netns.Netns, conf: str = "", **kw: Any) -> Daemon:
-        d = Daemon(ns, OURS, conf, **kw)
-        started.append(d)
-        return d.start()
-
-    yield start
-    rep = getattr(request.node, "rep_call", None)
-    for d in reversed(started):
-        d.stop()
-        if rep is None or rep.failed:
-            print(f"----- {d.binary} in {d.ns} (exit {d.returncode}) -----\n{d.log()}")
 
 
 def check_advert(pkt: dict[str, Any], family: int, interval: int) -> None:

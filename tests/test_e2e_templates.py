@@ -29,8 +29,6 @@ from typing import Any
 
 import pytest
 from netns import (
-    OUR_CTL,
-    OUR_DAEMON,
     Daemon,
     Netns,
     Receiver,
@@ -60,24 +58,6 @@ def S(fam: int, link: int, host: int) -> str:
 
 
 StartDaemon = Callable[..., Daemon]
-
-
-@pytest.fixture
-def ours(request: pytest.FixtureRequest) -> Iterator[StartDaemon]:
-    """Factory: ``ours(ns, conf, *extra_args)`` -> our smcrouted, started."""
-    started: list[Daemon] = []
-
-    def start(ns: Netns, conf: str, *extra: str) -> Daemon:
-        d = Daemon(ns, OUR_DAEMON, conf, ctl_binary=OUR_CTL, extra_args=["-l", "debug", *extra])
-        started.append(d)
-        return d.start()
-
-    yield start
-    rep = getattr(request.node, "rep_call", None)
-    for d in reversed(started):
-        d.stop()
-        if rep is None or rep.failed:
-            print(f"----- {d.binary} in {d.ns} (exit {d.returncode}) -----\n{d.log()}")
 
 
 def flood(
@@ -432,11 +412,11 @@ def hook_dir() -> Iterator[Path]:
     out.mkdir()
     out.chmod(0o1777)
     script = top / "hook.sh"
-    script.write_text(
+    script.write_text(  # privileges first: the test waits for the calls line
         "#!/bin/sh\n"
-        f'echo "$1 $source $group" >> {out}/calls\n'
         f'echo "$(id -u) $(grep -E "^(CapEff|NoNewPrivs)" /proc/self/status | tr -s "\\t\\n" " ")"'
         f" >> {out}/privs\n"
+        f'echo "$1 $source $group" >> {out}/calls\n'
     )
     script.chmod(0o755)
     yield top
