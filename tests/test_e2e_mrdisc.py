@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import select
 import subprocess
 import sys
@@ -52,22 +53,31 @@ class Capture:
             err = self.proc.stderr.read() if self.proc.stderr else ""
             raise netns.HarnessError(f"capture in {ns} failed to start: {line!r} {err}")
         self.packets: list[dict[str, Any]] = []
+        self._partial = b""
 
     def poll(self, wait: float = 0.0) -> list[dict[str, Any]]:
-        """Read what arrived (waiting up to `wait` s for more); all advertisements so far."""
+        """Read what arrived (waiting up to `wait` s for more); all advertisements so far.
+
+        Reads the pipe's fd directly: a buffered readline() would keep lines
+        that select() no longer reports as readable.
+        """
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + wait
         while True:
             left = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            ready, _, _ = select.select([fd], [], [], left)
             if not ready:
                 break
-            line = self.proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            pkt = json.loads(line)
-            if pkt["type"] in (IGMP_MRDISC_ADV, ICMP6_MRDISC_ADV):
-                self.packets.append(pkt)
+            self._partial += chunk
+            *lines, self._partial = self._partial.split(b"\n")
+            for line in lines:
+                pkt = json.loads(line)
+                if pkt["type"] in (IGMP_MRDISC_ADV, ICMP6_MRDISC_ADV):
+                    self.packets.append(pkt)
         return self.packets
 
     def adverts(self, family: int, after: float = 0.0) -> list[dict[str, Any]]:
