@@ -259,7 +259,7 @@ class Daemon:
             ops = self.engine.join(g) if cmd == "join" else self.engine.leave(g)
             return self._result(ops)
         if cmd == "show":
-            return self.show(args[0] if args else "routes")
+            return self.show(args[0] if args else "routes", req.detail)
         if cmd == "flush":
             return self._result(self.engine.flush())
         if cmd == "reload":
@@ -322,9 +322,9 @@ class Daemon:
                 out[(fam, None, grp)] = out[key]
         return out
 
-    def show(self, what: str) -> Any:
+    def show(self, what: str, detail: bool = True) -> Any:
         if what == "routes":
-            return self.show_routes()
+            return self.show_routes(detail)
         if what == "groups":
             return {
                 "groups": {
@@ -358,28 +358,29 @@ class Daemon:
             f"unknown show argument {what!r}; expected routes, groups, interfaces or pending"
         )
 
-    def show_routes(self) -> Any:
+    def show_routes(self, detail: bool = True) -> Any:
+        """SPEC §4 routes document; counters (one netlink dump) only for `-d`."""
         with bulk():
-            return self._show_routes()
+            return self._show_routes(detail)
 
-    def _show_routes(self) -> Any:
-        counters = self.counters()
+    def _show_routes(self, detail: bool) -> Any:
+        counters = self.counters() if detail else {}
         kernel = []
         per_template: dict[int, list[int]] = {}
         templates = self.engine.templates()
         tindex = {id(t): i for i, t in enumerate(templates)}
         for row in self.engine.kernel_rows():
+            obj: dict[str, Any] = {
+                "source": _addr_str(row.source),
+                "group": str(row.group),
+                "iif": row.iif,
+                "oifs": list(row.oifs),
+            }
+            kernel.append(obj)
+            if not detail:
+                continue
             pk, by = counters.get((row.family, row.source, row.group), (0, 0))
-            kernel.append(
-                {
-                    "source": _addr_str(row.source),
-                    "group": str(row.group),
-                    "iif": row.iif,
-                    "oifs": list(row.oifs),
-                    "packets": pk,
-                    "bytes": by,
-                }
-            )
+            obj["packets"], obj["bytes"] = pk, by
             if row.kind == "learned" and row.source is not None:
                 t = self.engine._match(row.family, row.iif, row.source, row.group)
                 if t is not None and id(t) in tindex:
@@ -389,13 +390,14 @@ class Daemon:
         asm = []
         for i, t in enumerate(templates):
             obj = _route_obj(t)
-            obj["packets"], obj["bytes"] = per_template.get(i, [0, 0])
+            if detail:
+                obj["packets"], obj["bytes"] = per_template.get(i, [0, 0])
             asm.append(obj)
         ssm = []
         for r in self.engine.rules():
             obj = _route_obj(r)
-            pk, by = counters.get((r.family, r.source, r.group), (0, 0))
-            obj["packets"], obj["bytes"] = pk, by
+            if detail:
+                obj["packets"], obj["bytes"] = counters.get((r.family, r.source, r.group), (0, 0))
             ssm.append(obj)
         return {"routes": {"asm": asm, "ssm": ssm, "kernel": kernel}}
 
