@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -178,6 +179,27 @@ def burst(topo: RouterTopology, n: int, base: int) -> tuple[float, float]:
     return delivered / n, last
 
 
+def ctl_rtt(sock_path: str) -> float | None:
+    """One control request (`show interfaces`) over our daemon's socket: ms."""
+    from smcroute.ipc import encode_request
+
+    t = time.perf_counter()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(sock_path)
+            s.sendall(encode_request("show", ["interfaces"]))
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                buf += chunk
+    except OSError:
+        return None
+    return (time.perf_counter() - t) * 1000
+
+
 def flood_cost(d: Daemon, topo: RouterTopology, n: int, base: int) -> dict[str, object]:
     pids = process_tree(d.pid)
     names = {p: ("helper" if "privileged helper" in cmdline(p) else "daemon") for p in pids}
@@ -190,7 +212,12 @@ def flood_cost(d: Daemon, topo: RouterTopology, n: int, base: int) -> dict[str, 
     sender = topo.sender.popen(argv, stdout=subprocess.DEVNULL)
     last_count, stable_since = -1, time.monotonic()
     count = 0
+    rtts: list[float] = []
+    ours = len(pids) > 1  # our daemon: parent + privileged helper
     while True:
+        if ours and sender.poll() is None:
+            rtt = ctl_rtt(d.sock)
+            rtts.append(rtt if rtt is not None else float("inf"))
         for p in pids:
             with contextlib.suppress(OSError):
                 peak[p] = max(peak[p], rss(p))
@@ -205,7 +232,7 @@ def flood_cost(d: Daemon, topo: RouterTopology, n: int, base: int) -> dict[str, 
             break
         time.sleep(0.1)
     resolved = sum(1 for e in read_mfc(topo.router) if e.iif is not None)
-    out: dict[str, object] = {"resolved": resolved, "wall_s": stable_since - t0}
+    out: dict[str, object] = {"resolved": resolved, "wall_s": stable_since - t0, "rtts": rtts}
     for p in pids:
         with contextlib.suppress(OSError):
             out[names[p]] = (
@@ -269,9 +296,17 @@ def run_impl(impl: str, args: argparse.Namespace) -> None:
                     for k, v in res.items()
                     if isinstance(v, tuple)
                 )
+                rtts = res["rtts"]
+                assert isinstance(rtts, list)
+                ctl = (
+                    f"  control socket during the flood: p50 {pct(rtts, 0.5):.1f} ms "
+                    f"p99 {pct(rtts, 0.99):.1f} ms max {max(rtts):.1f} ms ({len(rtts)} requests)"
+                    if rtts
+                    else ""
+                )
                 print(
                     f"{impl + flavour:26} {args.flood} sources: {res['resolved']:6} installed, "
-                    f"settled {res['wall_s']:5.1f} s  {procs}",
+                    f"settled {res['wall_s']:5.1f} s  {procs}{ctl}",
                     flush=True,
                 )
             time.sleep(11)

@@ -318,8 +318,10 @@ class Helper:
         """
         return bool(self._events)
 
-    def read_events(self) -> list[Event]:
+    def read_events(self, limit: int | None = None) -> list[Event]:
         """Buffered and newly arrived upcalls and log lines; never blocks.
+
+        At most `limit` are returned; the rest stay buffered (`has_events`).
 
         Raises HelperGone once the helper is gone and nothing is left to return.
         """
@@ -332,7 +334,10 @@ class Helper:
                     self._buffer(raw)
             except HelperGone:
                 pass
-        events, self._events = self._events, []
+        if limit is None or len(self._events) <= limit:
+            events, self._events = self._events, []
+        else:
+            events, self._events = self._events[:limit], self._events[limit:]
         if not events and self._gone:
             self._raise_gone()
         return events

@@ -39,6 +39,9 @@ from smcroute.parser import ParseError, parse_command, parse_file
 from smcroute.privsep.client import Helper, HelperGone
 from smcroute.privsep.proto import Upcall
 
+# Upcalls handled per round: under a flood each kernel write can cost a
+# fraction of a millisecond, and the control socket is served between rounds.
+UPCALL_ROUND = 64
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
 
@@ -479,13 +482,14 @@ class Daemon:
     def on_helper(self, now: float) -> None:
         """One round of upcalls and helper log lines, installed in one batch.
 
-        Upcalls that arrive while apply() waits for the helper's answer are
-        buffered by the client (the socket is then no longer readable for
-        them): the loop comes back with a zero timeout while any are left,
-        serving the control socket in between, so a flood starves nobody.
+        Upcalls that arrive while apply() waits for the helper's answer, and
+        those beyond UPCALL_ROUND, stay buffered in the client (the socket is
+        then no longer readable for them): the loop comes back with a zero
+        timeout while any are left, serving the control socket in between,
+        so a flood starves nobody.
         """
         ops: list[Op] = []
-        for ev in self.helper.read_events():
+        for ev in self.helper.read_events(UPCALL_ROUND):
             if isinstance(ev, Upcall):
                 ops.extend(
                     self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)

@@ -42,8 +42,9 @@ class FakeHelper:
             self.events.append(self.late.pop(0))  # buffered during the request
         return [0] * len(ops)
 
-    def read_events(self) -> list[Upcall]:
-        out, self.events = self.events, []
+    def read_events(self, limit: int | None = None) -> list[Upcall]:
+        n = len(self.events) if limit is None else limit
+        out, self.events = self.events[:n], self.events[n:]
         return out
 
     def has_events(self) -> bool:
@@ -90,3 +91,24 @@ def test_upcalls_buffered_during_a_batch_are_handled(daemon: tuple[Daemon, FakeH
     installed = {str(op.source) for op in helper.executed if isinstance(op, AddMfc)}
     assert installed == {"10.1.0.1", "10.1.0.2", "10.1.0.3"}
     assert not helper.has_events()
+
+
+def test_a_flood_is_handled_in_bounded_rounds(daemon: tuple[Daemon, FakeHelper]) -> None:
+    """Each round takes at most UPCALL_ROUND upcalls, so the control socket is
+    served between rounds however many are buffered."""
+    from smcroute.daemon import UPCALL_ROUND
+
+    d, helper = daemon
+    helper.late = []
+    helper.events = [
+        Upcall(4, NOCACHE, 0, ip_address(f"10.2.{i // 250}.{i % 250 + 1}"), ip_address("225.1.1.1"))
+        for i in range(3 * UPCALL_ROUND + 5)
+    ]
+    before = len(helper.executed)
+    d.on_helper(0.0)
+    assert len(helper.executed) - before == UPCALL_ROUND
+    assert d._select_timeout(0.0) == 0.0  # the loop comes straight back
+    for _ in range(3):
+        d.on_helper(0.0)
+    assert not helper.has_events()
+    assert len(helper.executed) - before == 3 * UPCALL_ROUND + 5
