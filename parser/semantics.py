@@ -13,9 +13,10 @@ Also used by `command.py` for smcroutectl arguments, so the two agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 from socket import AF_INET, AF_INET6, inet_pton
-from typing import Any
+from typing import Any, TypeVar
 
 from smcroute.model import (
     MAX_OIFS,
@@ -146,6 +147,23 @@ _Group = tuple[Address, int, str | None]
 _Source = tuple[Address | None, int, int, str | None]
 _group_cache: dict[str, _Group | str] = {}
 _source_cache: dict[str, _Source | str] = {}
+_T = TypeVar("_T")
+
+
+def _memo(cache: dict[str, _T | str], word: str, check: Callable[[str], _T]) -> _T:
+    """`check(word)` once per distinct word (bounded); a `Bad` is remembered too."""
+    r = cache.get(word)
+    if r is None:
+        try:
+            r = check(word)
+        except Bad as e:
+            r = str(e)
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[word] = r
+    if isinstance(r, str):
+        raise Bad(r)
+    return r
 
 
 def parse_group(word: str, warn: list[str]) -> tuple[Address, int]:
@@ -159,17 +177,7 @@ def parse_group(word: str, warn: list[str]) -> tuple[Address, int]:
         else:
             if raw[0] >> 4 == 0xE:
                 return IPv4Address(raw), 32
-    r = _group_cache.get(word)
-    if r is None:
-        try:
-            r = _group(word)
-        except Bad as e:
-            r = str(e)
-        if len(_group_cache) >= _CACHE_MAX:
-            _group_cache.clear()
-        _group_cache[word] = r
-    if isinstance(r, str):
-        raise Bad(r)
+    r = _memo(_group_cache, word, _group)
     if r[2]:
         warn.append(r[2])
     return r[0], r[1]
@@ -204,17 +212,7 @@ def parse_source(word: str, warn: list[str]) -> tuple[Address | None, int, int]:
         else:
             if raw[0] >> 4 != 0xE and raw != b"\0\0\0\0":
                 return IPv4Address(raw), 32, 4
-    r = _source_cache.get(word)
-    if r is None:
-        try:
-            r = _source(word)
-        except Bad as e:
-            r = str(e)
-        if len(_source_cache) >= _CACHE_MAX:
-            _source_cache.clear()
-        _source_cache[word] = r
-    if isinstance(r, str):
-        raise Bad(r)
+    r = _memo(_source_cache, word, _source)
     if r[3]:
         warn.append(r[3])
     return r[0], r[1], r[2]
