@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ipc_helpers import ROUTES, FakeDaemon
+from test_ipc_helpers import ROUTES, FakeDaemon, half_reply_daemon
 from test_output import DETAIL_ROUTES, SPEC_GROUPS, SPEC_INTERFACES, SPEC_ROUTES
 
 from smcroute import __version__
@@ -298,25 +298,9 @@ def test_permission_denied_mentions_root(tmp_path: Path) -> None:
 
 
 def test_daemon_closing_mid_reply(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    import socket
-    import threading
-
     path = str(tmp_path / "half.sock")
-    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lsock.bind(path)
-    lsock.listen(1)
-
-    def serve() -> None:
-        conn, _ = lsock.accept()
-        conn.recv(1000)
-        conn.sendall(b'{"ok": true, "data": {"rou')
-        conn.close()
-
-    t = threading.Thread(target=serve)
-    t.start()
-    code, out, err = run(capsys, "-u", path, "show")
-    t.join()
-    lsock.close()
+    with half_reply_daemon(path):
+        code, out, err = run(capsys, "-u", path, "show")
     assert code == 1 and out == ""
     assert err == "smcroutectl: the daemon closed the connection in the middle of its reply\n"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_ipc_helpers import ROUTES, FakeDaemon
+from test_ipc_helpers import ROUTES, FakeDaemon, half_reply_daemon
 
 from smcroute.ipc import (
     CMDS,
@@ -390,22 +390,12 @@ def test_kill_response_flushed_before_exit(sock_path: str) -> None:
 
 
 def test_daemon_closing_mid_reply_is_clear_error(sock_path: str) -> None:
-    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lsock.bind(sock_path)
-    lsock.listen(1)
-
-    def serve() -> None:
-        conn, _ = lsock.accept()
-        conn.recv(1000)
-        conn.sendall(b'{"ok": true, "data": {"rou')
-        conn.close()
-
-    t = threading.Thread(target=serve)
-    t.start()
-    with ControlClient(sock_path) as c, pytest.raises(IpcError, match="middle of its reply"):
+    with (
+        half_reply_daemon(sock_path),
+        ControlClient(sock_path) as c,
+        pytest.raises(IpcError, match="middle of its reply"),
+    ):
         c.request("show", ["routes"])
-    t.join()
-    lsock.close()
 
 
 def test_server_without_thread_selector_integration(sock_path: str) -> None:

@@ -159,3 +159,25 @@ class FakeDaemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def half_reply_daemon(path: str) -> Any:
+    """A 'daemon' on `path` that answers one request with half a reply, then hangs up."""
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(1)
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        conn.recv(1000)
+        conn.sendall(b'{"ok": true, "data": {"rou')
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        yield
+    finally:
+        t.join()
+        lsock.close()
