@@ -149,7 +149,9 @@ class Daemon:
     def start(self) -> None:
         self._install_signals()
         self.rescan_links()
+        t0 = time.monotonic()
         config, problems = parse_file(self.opts.conf)
+        t1 = time.monotonic()
         try:
             os.stat(self.opts.conf)
             missing = False
@@ -167,7 +169,14 @@ class Daemon:
             if any(not p.warning for p in problems):
                 log.error("configuration has errors: every valid line was applied")
         with bulk():
-            self.apply(self.engine.load_config(config))
+            ops = self.engine.load_config(config)
+            t2 = time.monotonic()
+            self.apply(ops)
+        t3 = time.monotonic()
+        log.info(
+            f"configuration applied in {t3 - t0:.3f} s: parse {t1 - t0:.3f} s, "
+            f"plan {t2 - t1:.3f} s, {len(ops)} kernel changes {t3 - t2:.3f} s"
+        )
         gc.freeze()  # the configuration lives as long as the process: stop scanning it
         self.helper.write_pidfile()
         n = len(self.engine.mfc)
