@@ -181,7 +181,7 @@ def burst(topo: RouterTopology, n: int, base: int) -> tuple[float, float]:
 
 def ctl_rtt(sock_path: str) -> float | None:
     """One control request (`show interfaces`) over our daemon's socket: ms."""
-    from smcroute.ipc import encode_request
+    from smcroute.ipc.codec import encode_request
 
     t = time.perf_counter()
     try:

@@ -1,7 +1,7 @@
 """`smcroutectl`, the control tool for `smcrouted` (console script entry: `main`).
 
 Owns the command line (options, command abbreviations, arity checks, help,
-version), batch mode, talking to the daemon through `smcroute.ipc`, and
+version), batch mode, talking to the daemon through `smcroute.ipc.client`, and
 printing replies (via `smcroute.output`).
 
 Must not: parse addresses (the daemon parses the raw words with
@@ -22,7 +22,8 @@ from typing import IO, Any
 import click
 
 from smcroute import __version__
-from smcroute.ipc import SHOW_KINDS, ControlClient, IpcError, default_socket_path
+from smcroute.ipc.client import ControlClient
+from smcroute.ipc.codec import SHOW_KINDS, IpcError, default_socket_path
 from smcroute.output import OutputError, format_json, format_show
 
 PROG = "smcroutectl"

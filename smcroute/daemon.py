@@ -6,7 +6,7 @@ wake-up socket) and timers (cache expiry, `-D`, RFC 4286 router
 advertisements on `phyint ... mrdisc` interfaces).  It turns each input into
 an engine call, sends the resulting operations to the helper in one batch,
 feeds failures back to the engine and logs them with context.  It also
-builds the `show` documents (SPEC §4 JSON) and runs the `-e` hook.
+reads the counters for `show` (the documents are `smcroute.show`'s).
 
 Must not: make routing decisions (the engine does), touch the kernel's
 routing state (only the helper can), or block on a client or a hook.
@@ -15,7 +15,6 @@ routing state (only the helper can), or block on a client or a hook.
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import os
 import selectors
@@ -31,13 +30,15 @@ from smcroute import logsetup, sdnotify
 from smcroute.engine.core import Engine, EngineError, Link, describe
 from smcroute.engine.mrdisc import Schedule
 from smcroute.engine.ops import AddVif, Announce, DelVif, Op, RunHook
-from smcroute.ipc import ControlServer, Request, Response
+from smcroute.ipc.codec import Request, Response
+from smcroute.ipc.server import ControlServer
 from smcroute.logsetup import log
-from smcroute.model import Address, MGroup, MRoute, fmt_prefix
+from smcroute.model import MGroup, MRoute
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError, default_table
 from smcroute.parser import ParseError, parse_command, parse_file
 from smcroute.privsep.client import Helper, HelperGone
 from smcroute.privsep.proto import Upcall
+from smcroute.show import document as show_document
 
 # Upcalls handled per round: under a flood each kernel write can cost a
 # fraction of a millisecond, and the control socket is served between rounds.
@@ -65,29 +66,6 @@ class Options:
     exit_after: float | None = None
     zero_loss: bool = False
     max_learned: int = 20000
-
-
-def _addr_str(addr: Address | None, length: int | None = None) -> str | None:
-    if addr is None:
-        return None
-    return str(addr) if length is None else fmt_prefix(addr, length)
-
-
-def _route_obj(r: MRoute) -> dict[str, Any]:
-    return {
-        "source": _addr_str(r.source, r.source_len),
-        "group": fmt_prefix(r.group, r.group_len),
-        "iif": r.iif,
-        "oifs": list(r.oifs),
-    }
-
-
-def _group_obj(g: MGroup) -> dict[str, Any]:
-    return {
-        "source": _addr_str(g.source, g.source_len),
-        "group": fmt_prefix(g.group, g.group_len),
-        "iif": g.iif,
-    }
 
 
 @contextlib.contextmanager
@@ -335,83 +313,10 @@ class Daemon:
         return out
 
     def show(self, what: str, detail: bool = True) -> Any:
-        if what == "routes":
-            return self.show_routes(detail)
-        if what == "groups":
-            return {
-                "groups": {
-                    "conf": [_group_obj(g) for g in self.engine.groups.values()],
-                    "kernel": [
-                        {"source": _addr_str(src), "group": str(grp), "iif": name}
-                        for (_f, _i, grp, src), name in self.engine.joins.items()
-                    ],
-                }
-            }
-        if what == "interfaces":
-            return {
-                "interfaces": [
-                    {
-                        "index": link.index,
-                        "name": link.name,
-                        "vif": self.engine.vif_of(4, link.name),
-                        "mif": self.engine.vif_of(6, link.name),
-                    }
-                    for link in sorted(self.engine.links.values(), key=lambda li: li.index)
-                ]
-            }
-        if what == "pending":
-            out = []
-            for d in self.engine.pending():
-                obj: dict[str, Any] = {"kind": "mroute" if isinstance(d, MRoute) else "mgroup"}
-                obj.update(_route_obj(d) if isinstance(d, MRoute) else _group_obj(d))
-                out.append(obj)
-            return {"pending": out}
-        raise EngineError(
-            f"unknown show argument {what!r}; expected routes, groups, interfaces or pending"
-        )
-
-    def show_routes(self, detail: bool = True) -> Any:
-        """SPEC §4 routes document; counters (one netlink dump) only for `-d`."""
+        """The `show` document; counters (one netlink dump) only for `routes -d`."""
         with bulk():
-            return self._show_routes(detail)
-
-    def _show_routes(self, detail: bool) -> Any:
-        counters = self.counters() if detail else {}
-        kernel = []
-        per_template: dict[int, list[int]] = {}
-        templates = self.engine.templates()
-        tindex = {id(t): i for i, t in enumerate(templates)}
-        for row in self.engine.kernel_rows():
-            obj: dict[str, Any] = {
-                "source": _addr_str(row.source),
-                "group": str(row.group),
-                "iif": row.iif,
-                "oifs": list(row.oifs),
-            }
-            kernel.append(obj)
-            if not detail:
-                continue
-            pk, by = counters.get((row.family, row.source, row.group), (0, 0))
-            obj["packets"], obj["bytes"] = pk, by
-            if row.kind == "learned" and row.source is not None:
-                t = self.engine._match(row.family, row.iif, row.source, row.group)
-                if t is not None and id(t) in tindex:
-                    acc = per_template.setdefault(tindex[id(t)], [0, 0])
-                    acc[0] += pk
-                    acc[1] += by
-        asm = []
-        for i, t in enumerate(templates):
-            obj = _route_obj(t)
-            if detail:
-                obj["packets"], obj["bytes"] = per_template.get(i, [0, 0])
-            asm.append(obj)
-        ssm = []
-        for r in self.engine.rules():
-            obj = _route_obj(r)
-            if detail:
-                obj["packets"], obj["bytes"] = counters.get((r.family, r.source, r.group), (0, 0))
-            ssm.append(obj)
-        return {"routes": {"asm": asm, "ssm": ssm, "kernel": kernel}}
+            counters = self.counters() if detail and what == "routes" else {}
+            return show_document(self.engine, what, detail, counters)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -563,7 +468,3 @@ class Daemon:
         self.sig_r.close()
         self.sig_w.close()
         logsetup.notice("exiting")
-
-
-def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, str(code))

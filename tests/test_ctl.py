@@ -16,7 +16,7 @@ from test_output import DETAIL_ROUTES, SPEC_GROUPS, SPEC_INTERFACES, SPEC_ROUTES
 
 from smcroute import __version__
 from smcroute.ctl import main, resolve_command
-from smcroute.ipc import Request
+from smcroute.ipc.codec import Request
 
 
 @pytest.fixture
@@ -237,7 +237,7 @@ def test_daemon_error(capsys: pytest.CaptureFixture[str], daemon: FakeDaemon) ->
 
 
 def test_multiline_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from smcroute.ipc import Response
+    from smcroute.ipc.codec import Response
 
     with FakeDaemon(
         str(tmp_path / "s"), handler=lambda r: Response.failure("a.conf:3: bad\na.conf:7: worse")
@@ -306,7 +306,7 @@ def test_daemon_closing_mid_reply(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 
 def test_garbage_reply(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from smcroute.ipc import Response
+    from smcroute.ipc.codec import Response
 
     with FakeDaemon(str(tmp_path / "g"), handler=lambda r: Response.success({"x": 1})) as d:
         code, out, err = ctl(capsys, d, "show")
@@ -406,7 +406,7 @@ def test_program_exit_codes(daemon: FakeDaemon, tmp_path: Path) -> None:
 
 
 def test_program_reader_going_away(tmp_path: Path) -> None:
-    from smcroute.ipc import Response
+    from smcroute.ipc.codec import Response
 
     many = {"routes": {"asm": [], "ssm": [], "kernel": [ROUTES["routes"]["kernel"][1]] * 20000}}
     with FakeDaemon(str(tmp_path / "big"), handler=lambda r: Response.success(many)) as d:

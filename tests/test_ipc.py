@@ -15,12 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ipc_helpers import ROUTES, FakeDaemon, half_reply_daemon
 
-from smcroute.ipc import (
+from smcroute.ipc.client import ControlClient
+from smcroute.ipc.codec import (
     CMDS,
-    CTL_TAG,
     MAX_REQUEST,
-    ControlClient,
-    ControlServer,
     IpcError,
     Request,
     Response,
@@ -30,6 +28,7 @@ from smcroute.ipc import (
     encode_request,
     encode_response,
 )
+from smcroute.ipc.server import CTL_TAG, ControlServer
 
 # --- codec -------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from smcroute.ipc import CTL_TAG, ControlServer, Request, Response
+from smcroute.ipc.codec import Request, Response
+from smcroute.ipc.server import CTL_TAG, ControlServer
 
 
 def route(

@@ -327,6 +327,10 @@ class Engine:
             )
         return rows
 
+    def template_for(self, family: int, iif: str, source: Address, group: Address) -> MRoute | None:
+        """The template that forwards (source, group) arriving on `iif`, if any."""
+        return self._match(family, iif, source, group)
+
     def vif_of(self, family: int, ifname: str) -> int | None:
         v = self.vifs.get(family, {}).get(ifname)
         return None if v is None else v.vif

@@ -1,0 +1,108 @@
+"""`ControlClient`: the blocking client `smcroutectl` uses for one connection."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from collections.abc import Sequence
+
+from smcroute.ipc.codec import IpcError, Response, decode_response, encode_request
+
+
+class ControlClient:
+    """Blocking client for one connection to the daemon (used by `smcroutectl`).
+
+    `connect()` raises `IpcError` with a message fit for the user;
+    `request()` sends one request and waits for its response.
+    """
+
+    def __init__(self, path: str, timeout: float | None = 60.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+
+    def __enter__(self) -> ControlClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> None:
+        if self._sock is not None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except BaseException as e:
+            sock.close()
+            raise IpcError(connect_error_message(self.path, e)) from e
+        self._sock = sock
+        self._buf.clear()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def request(self, cmd: str, args: Sequence[str] = (), detail: bool = False) -> Response:
+        line = encode_request(cmd, args, detail)
+        self.connect()
+        assert self._sock is not None
+        try:
+            self._sock.sendall(line)
+            reply = self._readline()
+        except TimeoutError as e:
+            self.close()
+            raise IpcError("timed out waiting for the daemon's reply") from e
+        except (BrokenPipeError, ConnectionResetError) as e:
+            self.close()
+            raise IpcError("the daemon closed the connection") from e
+        except OSError as e:
+            self.close()
+            raise IpcError(f"lost connection to the daemon: {e.strerror or e}") from e
+        return decode_response(reply)
+
+    def _readline(self) -> bytes:
+        assert self._sock is not None
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return line
+            chunk = self._sock.recv(1 << 20)
+            if not chunk:
+                self.close()
+                if self._buf:
+                    raise IpcError("the daemon closed the connection in the middle of its reply")
+                raise IpcError("the daemon closed the connection without replying")
+            self._buf += chunk
+
+
+def connect_error_message(path: str, e: BaseException) -> str:
+    """What to tell the user when the socket at `path` cannot be reached."""
+    if isinstance(e, FileNotFoundError):
+        return f"Cannot find IPC socket {path}"
+    if isinstance(e, PermissionError):
+        return (
+            f"Permission denied connecting to {path}; "
+            "talking to the daemon needs root (or write access to the socket)"
+        )
+    if isinstance(e, ConnectionRefusedError):
+        return f"Cannot connect to {path}: connection refused (is smcrouted running?)"
+    if isinstance(e, TimeoutError):
+        return f"Cannot connect to {path}: timed out"
+    if isinstance(e, OSError):
+        if e.errno == errno.ENOTSOCK:
+            return f"Cannot connect to {path}: not a socket"
+        return f"Cannot connect to {path}: {e.strerror or e}"
+    return f"Cannot connect to {path}: {e}"
