@@ -5,7 +5,7 @@ Owns nothing but the measurement.  Generates files of N mroute lines -- exact
 ranges) -- and times `parse_text` on them, cold (first call in the process,
 including building the lark parser) and warm (best of several runs).
 
-Targets (SPEC/brief): 10,000 lines <= 0.15 s, 100,000 lines <= 1.5 s.
+Targets (doc/SPEC.md): 10,000 lines <= 0.15 s, 100,000 lines <= 1.5 s.
 
     .venv/bin/python bench/parse_bench.py
 """

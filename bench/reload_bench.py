@@ -16,7 +16,7 @@ the router's interfaces are a1, a2, a3):
    * ``visible``: SIGHUP until ``/proc/net/ip_mr_cache`` of R shows all three
      changes (polled as fast as the file can be read; ``poll`` is the
      median time of one read+check, the resolution),
-   * ``done``: SIGHUP until the PID file is touched (SPEC §1: touched after
+   * ``done``: SIGHUP until the PID file is touched (doc/SPEC.md §1: touched after
      each reload) -- the reload is over,
    * ``writes``: MFC writes the kernel announced from SIGHUP until the
      monitor has been quiet for ``--quiet`` seconds after ``done``

@@ -1,6 +1,6 @@
 """smcroutectl arguments (`add`, `remove`, `join`, `leave`) -> model objects.
 
-Owns the positional argument syntax of SPEC.md §4:
+Owns the positional argument syntax of doc/SPEC.md §4:
     add    IIF [SOURCE[/LEN]] GROUP[/LEN] OIF [OIF ...]
     remove IIF [SOURCE[/LEN]] GROUP[/LEN] [OIF ...]
     join   IIF [SOURCE[/LEN]] GROUP[/LEN]

@@ -3,7 +3,7 @@
 Owns: the MRT_*/MRT6_* option numbers, upcall message types, the packed
 kernel structures (vifctl, mfcctl, mif6ctl, mf6cctl, group_req,
 group_source_req) and the decoders of kernel upcalls (igmpmsg, mrt6msg).
-Layouts are x86_64/Linux as verified in /work/shared/KERNEL.md.
+Layouts are x86_64/Linux as verified in doc/KERNEL.md.
 
 Must not: do any I/O or system call, import anything beyond `struct`,
 `socket` (for constants) and `typing`, or raise anything but `UpcallError` from a

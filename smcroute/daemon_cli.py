@@ -1,4 +1,4 @@
-"""`smcrouted`: the command line and the start-up sequence (SPEC §2, §7).
+"""`smcrouted`: the command line and the start-up sequence (doc/SPEC.md §2, §7).
 
 Owns option parsing (getopt-style short options, click), `-F` checking,
 and the ordered start-up: open the multicast routing sockets as root (exit

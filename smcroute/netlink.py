@@ -3,7 +3,7 @@
 Owns a minimal rtnetlink client over raw `AF_NETLINK` sockets (no
 privilege needed): dump the system's links, subscribe to link events
 (RTNLGRP_LINK), and dump the multicast forwarding cache of one table with
-its counters (RTM_GETROUTE, family RTNL_FAMILY_IPMR/IP6MR, KERNEL.md).
+its counters (RTM_GETROUTE, family RTNL_FAMILY_IPMR/IP6MR, doc/KERNEL.md).
 Decoding never raises anything but `NetlinkError`.  Must not: change any
 kernel state, or make decisions (it returns facts for the engine).
 """

@@ -1,6 +1,6 @@
 """Formatting of `smcroutectl show` output from the daemon's JSON documents.
 
-Owns the text layout of SPEC.md §4 "Output of show": the plain form (`-p`,
+Owns the text layout of doc/SPEC.md §4 "Output of show": the plain form (`-p`,
 and whenever stdout is not a terminal), the ANSI heading form for terminals,
 the data-rows-only form (`-t`), and the JSON form (`-j`).
 

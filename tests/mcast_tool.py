@@ -66,7 +66,7 @@ def _join(sock: socket.socket, ifindex: int, group: str, source: str | None) -> 
 def _recv(args: argparse.Namespace) -> int:
     groups = args.group
     ifindex = socket.if_nametoindex(args.iface)
-    # ASM and SSM joins of one group must not share a socket (see KERNEL.md),
+    # ASM and SSM joins of one group must not share a socket (see doc/KERNEL.md),
     # and IPv4 allows 20 groups per socket: one socket per group is simplest.
     socks = []
     for group in groups:

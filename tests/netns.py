@@ -286,7 +286,7 @@ class Topology:
 
         Right after ``link set up`` the device still has the ``noop`` qdisc
         and drops what is sent until the kernel's link watcher activates it
-        (up to ~1 s). KERNEL.md's "IPv6 multicast in the first ~0.6 s may
+        (up to ~1 s). doc/KERNEL.md's "IPv6 multicast in the first ~0.6 s may
         not reach the routing path" is this; waiting for it makes the first
         packet count.
         """

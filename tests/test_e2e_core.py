@@ -206,7 +206,7 @@ def test_show_formats(topology: Callable[..., RouterTopology], ours: Callable[..
     # -d: counters between IIF and OIFS
     detail = d.ctl("-pd", "show").stdout
     assert "PACKETS" in detail and "BYTES" in detail
-    # -j: the SPEC schema
+    # -j: the doc/SPEC.md schema
     doc = json.loads(d.ctl("-j", "show").stdout)
     assert doc["routes"]["asm"][0] == {
         "source": None,

@@ -1,5 +1,5 @@
 """End to end, our daemon in network namespaces: multicast router discovery
-(RFC 4286) announcements on `phyint IFNAME mrdisc` interfaces (SPEC §2 `-m`,
+(RFC 4286) announcements on `phyint IFNAME mrdisc` interfaces (doc/SPEC.md §2 `-m`,
 §3 `phyint ... mrdisc`).
 
 S --a1-- R --a2-- X1, R --a3-- X2.  A capture process in each receiver

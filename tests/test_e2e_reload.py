@@ -1,6 +1,6 @@
 """Live configuration end to end: atomic, hitless, exact reloads and interfaces
-that come, go and come back (SPEC §4 show pending, §5 pending, §6 reload;
-KERNEL.md "Interfaces and VIFs over time").
+that come, go and come back (doc/SPEC.md §4 show pending, §5 pending, §6 reload;
+doc/KERNEL.md "Interfaces and VIFs over time").
 
 Every test drives *our* smcrouted in throw-away namespaces (S -- R -- X1..Xn)
 and reads the kernel's own state (/proc ip_mr_cache, ip6_mr_cache, igmp,
@@ -72,7 +72,7 @@ def expect(topo: RouterTopology, family: int, routes: dict[int, tuple[str, ...]]
 
 def reload(d: Daemon, how: str) -> None:
     """Reload and return once it is done: ``smcroutectl reload`` answers after the
-    reload; for SIGHUP we wait for the PID file to be touched (SPEC §1)."""
+    reload; for SIGHUP we wait for the PID file to be touched (doc/SPEC.md §1)."""
     if how == "ctl":
         d.ctl("reload")
         return

@@ -300,7 +300,7 @@ def test_wrong_interface_repair_follows_the_source(
 
     Mutual templates (a1 -> a2 a3, a3 -> a2 a1) put the other inbound
     interface in the OIF list, which is what makes the kernel report
-    WRONGVIF (KERNEL.md).  When the stream moves from a1 to a3, the entry
+    WRONGVIF (doc/KERNEL.md).  When the stream moves from a1 to a3, the entry
     must be re-installed with a3 as inbound interface.
     """
     topo = router_topo

@@ -178,7 +178,7 @@ def test_kernel_readers_agree(daemon: StartDaemon, router_topo: RouterTopology) 
     daemon(topo.router, conf)
     wait_until(lambda: read_mfc(topo.router, 4) and read_mfc(topo.router, 6))
     # Interfaces used by the routes must have VIFs/MIFs (the original gives
-    # every interface one; ours allocates them on demand, SPEC.md section 5).
+    # every interface one; ours allocates them on demand, doc/SPEC.md section 5).
     used = {4: {"a1", "a2", "a3"}, 6: {"a1", "a3"}}
     for family in (4, 6):
         vifs = {v.name for v in read_vifs(topo.router, family)}

@@ -33,7 +33,7 @@ def route(
     }
 
 
-# SPEC §4's examples as the daemon sends them (counters always present).
+# doc/SPEC.md §4's examples as the daemon sends them (counters always present).
 ROUTES = {
     "routes": {
         "asm": [
@@ -73,7 +73,7 @@ SHOW = {"routes": ROUTES, "groups": GROUPS, "interfaces": INTERFACES, "pending":
 
 
 def canned(req: Request) -> Response:
-    """Plays the daemon: show returns the SPEC examples; 'bad' words fail."""
+    """Plays the daemon: show returns the doc/SPEC.md examples; 'bad' words fail."""
     if req.cmd == "show":
         return Response.success(SHOW[req.args[0]])
     if any(a.startswith("bad") for a in req.args):

@@ -1,5 +1,5 @@
 """Man pages: lint-clean with mandoc and groff, render with man, and document
-every option, command, directive, signal, variable and exit code of SPEC.md.
+every option, command, directive, signal, variable and exit code of doc/SPEC.md.
 
 Needs the Debian packages mandoc, groff-base and man-db.
 """
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"
 PAGES = ["smcrouted.8", "smcroutectl.8", "smcroute.conf.5"]
 
-# SPEC §2 (plus -D, the testing aid, and -I, the alias of -i) and SPEC §4.
+# doc/SPEC.md §2 (plus -D, the testing aid, and -I, the alias of -i) and doc/SPEC.md §4.
 DAEMON_OPTIONS = "hnNsvcdeFfilmpPtuDI"
 CTL_OPTIONS = "bdjptiuv"
 EXIT_CODES = ["0", "64", "69", "70", "71", "76", "77", "78"]

@@ -4,7 +4,7 @@ Inputs are the configuration, runtime requests from `smcroutectl`, the
 system's interfaces, kernel upcalls and counter samples; outputs are lists of
 kernel operations (`smcroute.engine.ops`) for the privileged child.  The
 engine does no I/O, reads no clock (time comes in as `now`) and needs no
-privilege, so every behaviour of SPEC §5-6 is testable here without root.
+privilege, so every behaviour of doc/SPEC.md §5-6 is testable here without root.
 
 How it works: the *desired* kernel state is derived from (effective routes,
 joins, phyints, links, learned sources); the *installed* state is what the
@@ -170,7 +170,7 @@ class Engine:
     def load_config(self, config: Config) -> list[Op]:
         """Start-up and reload: the configuration becomes the truth.
 
-        Runtime changes made with smcroutectl are dropped (SPEC §6).  Learned
+        Runtime changes made with smcroutectl are dropped (doc/SPEC.md §6).  Learned
         sources survive and are re-matched against the new templates.
         """
         self.phyints = list(config.phyints)
@@ -336,7 +336,7 @@ class Engine:
         return None if v is None else v.vif
 
     def announcements(self, interval: int) -> list[Announce]:
-        """RFC 4286 advertisements due on every announcing interface (SPEC §3 mrdisc).
+        """RFC 4286 advertisements due on every announcing interface (doc/SPEC.md §3 mrdisc).
 
         An interface announces when it is up and running (has carrier), has
         a VIF (IPv4) or MIF (IPv6) and its phyint says `mrdisc`.  When to send is the daemon's timer
@@ -630,7 +630,7 @@ class Engine:
         """Bring the kernel to the desired state with VIF-safe ordering.
 
         A VIF number freed and given to another interface would silently
-        redirect entries that still list it (KERNEL.md), so: (1) entries that
+        redirect entries that still list it (doc/KERNEL.md), so: (1) entries that
         no longer fit are rewritten or deleted while the old VIFs still exist,
         (2) removed VIFs are deleted, (3) new VIFs are added, (4) entries that
         need the new VIFs are written.
