@@ -330,7 +330,7 @@ class Daemon:
         self.apply(ops)
 
     def announce(self, now: float) -> None:
-        """Send the RFC 4286 advertisements that are due (SPEC §3 `mrdisc`, §2 `-m`)."""
+        """Send the RFC 4286 advertisements that are due (doc/SPEC.md §3 `mrdisc`, §2 `-m`)."""
         deadline = self.mrdisc.next_deadline()
         if not self.mrdisc_dirty and (deadline is None or now < deadline):
             return
