@@ -1,10 +1,9 @@
 """Dropping the parent's privileges after the privileged helper is spawned.
 
-Owns: `drop_parent_privileges(user, group)` -- resolve the unprivileged user
-(`-p USER[:GROUP]`, default `smcroute` if it exists, else `nobody`), switch
-to it (supplementary groups, gid, uid), and in every case end with no
-capabilities at all (bounding, permitted, effective, inheritable, ambient)
-and no-new-privs.  Where switching user is impossible (a user namespace that
+Owns: `drop_parent_privileges(uid, gid, name)` -- switch to the unprivileged
+identity `smcroute.identity` chose (supplementary groups, gid, uid), and in
+every case end with no capabilities at all (bounding, permitted, effective,
+inheritable, ambient) and no-new-privs.  Where switching user is impossible (a user namespace that
 maps only root, for example) it stays uid 0 without capabilities and says so.
 
 Must not: be called before the helper has its sockets (nothing privileged is
@@ -15,9 +14,7 @@ possible afterwards), or leave the process with any capability: it verifies
 from __future__ import annotations
 
 import contextlib
-import grp
 import os
-import pwd
 
 import prctl  # type: ignore[import-untyped, unused-ignore]
 
@@ -27,7 +24,7 @@ _SECUREBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20
 
 
 class PrivilegeError(Exception):
-    """The requested user/group does not exist, or privileges are still held."""
+    """Privileges are still held."""
 
 
 def _cap_status() -> dict[str, int]:
@@ -38,36 +35,6 @@ def _cap_status() -> dict[str, int]:
             if k.startswith("Cap") or k == "NoNewPrivs":
                 out[k] = int(v.strip(), 16)
     return out
-
-
-def _resolve(user: str | None, group: str | None) -> tuple[str, int, str, int]:
-    if user is None:
-        for name in ("smcroute", "nobody"):
-            try:
-                pw = pwd.getpwnam(name)
-                break
-            except KeyError:
-                continue
-        else:
-            raise PrivilegeError("neither user 'smcroute' nor 'nobody' exists")
-    else:
-        try:
-            pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        except (KeyError, ValueError):
-            raise PrivilegeError(f"unknown user {user!r}") from None
-    if group is None:
-        gid = pw.pw_gid
-        try:
-            gname = grp.getgrgid(gid).gr_name
-        except KeyError:
-            gname = str(gid)
-    else:
-        try:
-            gr = grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
-        except (KeyError, ValueError):
-            raise PrivilegeError(f"unknown group {group!r}") from None
-        gid, gname = gr.gr_gid, gr.gr_name
-    return pw.pw_name, pw.pw_uid, gname, gid
 
 
 def _drop_bounding_set() -> None:
@@ -88,13 +55,12 @@ def _clear_capabilities() -> None:
     prctl.set_caps((list(prctl.ALL_CAPS), flags, False))
 
 
-def drop_parent_privileges(user: str | None, group: str | None) -> str:
-    """Become `user[:group]` with no capabilities; return a line for the log.
+def drop_parent_privileges(uid: int, gid: int, name: str) -> str:
+    """Become user ID `uid`, group ID `gid` (called `name` in the log) with no
+    capabilities; return a line for the log.
 
-    Raises PrivilegeError for an unknown user/group or if any capability is
-    left afterwards.
+    Raises PrivilegeError if any capability is left afterwards.
     """
-    name, uid, gname, gid = _resolve(user, group)
     prctl.set_no_new_privs(1)
     with contextlib.suppress(OSError):
         prctl.set_securebits(_SECUREBITS)  # needs CAP_SETPCAP; best effort
@@ -112,7 +78,7 @@ def drop_parent_privileges(user: str | None, group: str | None) -> str:
             os.setuid(uid)
             switched = True
     except OSError as e:
-        why = f"{e.strerror} switching to {name}:{gname}"
+        why = f"{e.strerror} switching to {name}"
     _clear_capabilities()
     st = _cap_status()
     left = st.get("CapEff", 0) | st.get("CapPrm", 0) | st.get("CapInh", 0) | st.get("CapAmb", 0)
@@ -120,8 +86,8 @@ def drop_parent_privileges(user: str | None, group: str | None) -> str:
         raise PrivilegeError(f"could not drop all capabilities (left: {left:#x})")
     if switched and os.getuid() == uid:
         if uid == 0:
-            return f"running as {name}:{gname} with no capabilities"
-        return f"running as {name}:{gname}"
+            return f"running as {name} with no capabilities"
+        return f"running as {name}"
     return (
         f"user switch impossible ({why or 'uid unchanged'}); "
         f"running as uid {os.getuid()} with no capabilities"

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import click
 
-from smcroute import __version__, logsetup
+from smcroute import __version__, identity, logsetup
 from smcroute.daemon import Daemon, Options
 from smcroute.logsetup import log
 
@@ -54,7 +54,8 @@ Options:
   -m SEC           Multicast router discovery interval, 4-180, default 20
   -n               Stay in the foreground
   -N               Accepted for compatibility (VIFs are always made on demand)
-  -p USER[:GROUP]  Run the main process as USER (default: smcroute, else nobody)
+  -p USER[:GROUP]  Run the main process as USER (default: smcroute, else an
+                   identity of its own: a user ID no other process uses)
   -P FILE          PID file, default /var/run/NAME.pid
   -s               Log to syslog (default when not in the foreground)
   -t ID            Use multicast routing table ID (see ip mrule)
@@ -236,7 +237,7 @@ def warm_up() -> None:
 
 
 def run(o: Options) -> int:
-    from smcroute.privsep.caps import drop_parent_privileges
+    from smcroute.privsep.caps import PrivilegeError, drop_parent_privileges
     from smcroute.privsep.client import start_helper
     from smcroute.privsep.mroute import MrouteError, open_mroute
 
@@ -247,6 +248,11 @@ def run(o: Options) -> int:
     if o.startup_delay:
         logsetup.notice(f"waiting {o.startup_delay} s before start (-d)")
         time.sleep(o.startup_delay)
+    try:
+        who = identity.choose(o.user, o.group, o.ident)
+    except identity.IdentityError as e:
+        log.error(f"cannot choose the main process's identity: {e}")
+        return EX_NOPERM
     try:
         v4 = open_mroute(socket.AF_INET, o.table)
     except MrouteError as e:
@@ -282,8 +288,10 @@ def run(o: Options) -> int:
         return EX_OSERR
     try:
         warm_up()
-        logsetup.notice(drop_parent_privileges(o.user, o.group))
-    except (OSError, KeyError, ValueError) as e:
+        logsetup.notice(drop_parent_privileges(who.uid, who.gid, who.describe(o.ident)))
+        if who.warning:
+            log.warning(who.warning)
+    except (OSError, ValueError, PrivilegeError) as e:
         log.error(f"cannot drop privileges: {e}")
         helper.close()
         return EX_NOPERM

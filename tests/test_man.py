@@ -172,7 +172,8 @@ def test_privilege_separation_is_explained():
         "CAP_NET_RAW",
         "CAP_SETUID",
         "smcrouted: privileged helper",
-        ".Ql smcroute if that user exists, else .Ql nobody",
+        "if that user exists, else an identity of its own",
+        "DynamicUser=",
         "no-new-privileges",
     ):
         assert words in text, words

@@ -598,8 +598,10 @@ def sc_upcalls() -> None:
 def sc_parent_caps() -> None:
     """drop_parent_privileges in a subprocess: CapEff 0 afterwards."""
     code = (
+        "from smcroute.identity import choose\n"
         "from smcroute.privsep.caps import drop_parent_privileges as d\n"
-        "print(d(None, None))\n"
+        "who = choose(None, None, 'caps-test')\n"
+        "print(d(who.uid, who.gid, who.name))\n"
         "print(open('/proc/self/status').read())"
     )
     out = subprocess.run(
