@@ -327,7 +327,10 @@ class Helper:
         """
         if not self._gone:
             try:
-                for _ in range(READ_BURST):  # bounded: a flood must not starve the caller
+                # Bounded: a flood must not starve the caller, and what is
+                # buffered never exceeds READ_BURST (the rest waits in the
+                # socket, where the kernel drops upcalls once it is full).
+                for _ in range(READ_BURST - len(self._events)):
                     raw = self._recv(socket.MSG_DONTWAIT)
                     if raw is None:
                         break

@@ -20,6 +20,7 @@ import errno
 import os
 import socket
 import struct
+from collections.abc import Callable
 
 from . import kernel
 
@@ -162,10 +163,31 @@ def _big_rcvbuf(sock: socket.socket) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
 
 
-def open_mroute(family: int, table: int) -> socket.socket:
+def _pim_mode(
+    sock: socket.socket, level: int, opt: int, family: int, warn: Callable[[str], None]
+) -> None:
+    """PIM mode: the kernel then reports traffic arriving on the wrong
+    interface also for entries without that interface among their outputs
+    (a stop filter), which is how a stop filter gives way to a feed on
+    another interface.  Nothing we install forwards differently
+    (doc/KERNEL.md "PIM mode").  A kernel without PIM support refuses it:
+    say so and carry on, like the original."""
+    try:
+        sock.setsockopt(level, opt, 1)
+    except OSError as e:
+        warn(
+            f"{_fam(family)}: the kernel refused PIM mode ({e.strerror}): a stop filter "
+            f"will block the same (S,G) arriving on another interface until it expires"
+        )
+
+
+def open_mroute(
+    family: int, table: int, warn: Callable[[str], None] | None = None
+) -> socket.socket:
     """Open the IPv4 (AF_INET) or IPv6 (AF_INET6) multicast routing socket.
 
-    `table` 0 is the default table.  Raises `MrouteError`.
+    `table` 0 is the default table.  Raises `MrouteError`; `warn` is told
+    about what works only partly (PIM mode refused).
     """
     if family not in (socket.AF_INET, socket.AF_INET6):
         raise MrouteError(EX_USAGE, f"unsupported address family {family}")
@@ -175,9 +197,11 @@ def open_mroute(family: int, table: int) -> socket.socket:
     if family == socket.AF_INET:
         proto, level = socket.IPPROTO_IGMP, socket.IPPROTO_IP
         t_opt, init_opt, assert_opt = kernel.MRT_TABLE, kernel.MRT_INIT, kernel.MRT_ASSERT
+        pim_opt = kernel.MRT_PIM
     else:
         proto, level = kernel.IPPROTO_ICMPV6, socket.IPPROTO_IPV6
         t_opt, init_opt, assert_opt = kernel.MRT6_TABLE, kernel.MRT6_INIT, kernel.MRT6_ASSERT
+        pim_opt = kernel.MRT6_PIM
 
     try:
         sock = socket.socket(family, socket.SOCK_RAW, proto)
@@ -196,6 +220,7 @@ def open_mroute(family: int, table: int) -> socket.socket:
         sock.setsockopt(level, init_opt, 1)
         step = "MRT_ASSERT"
         sock.setsockopt(level, assert_opt, 1)
+        _pim_mode(sock, level, pim_opt, family, warn or (lambda _m: None))
         step = "filter"
         if family == socket.AF_INET:
             _bpf_upcalls_only(sock)

@@ -254,14 +254,14 @@ def run(o: Options) -> int:
         log.error(f"cannot choose the main process's identity: {e}")
         return EX_NOPERM
     try:
-        v4 = open_mroute(socket.AF_INET, o.table)
+        v4 = open_mroute(socket.AF_INET, o.table, log.warning)
     except MrouteError as e:
         log.error(str(e))
         return e.exit_code
     families = [4]
     v6: socket.socket | None = None
     try:
-        v6 = open_mroute(socket.AF_INET6, o.table)
+        v6 = open_mroute(socket.AF_INET6, o.table, log.warning)
         families.append(6)
     except MrouteError as e:
         if e.exit_code != EX_PROTOCOL:

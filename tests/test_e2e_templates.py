@@ -36,6 +36,7 @@ from netns import (
     count_mfc,
     read_mfc,
     read_routes,
+    rss_kib,
     send,
     wait_until,
 )
@@ -227,6 +228,100 @@ def test_second_inbound_interface_is_blocked(
     assert r1.seqs(good, g) == [0, 1, 2, 3, 4, 5]
     assert r1.count(bad, g) == 0
     assert set(r1.flows) == {(norm(good), norm(g))}
+
+
+@FAMILIES
+def test_redundant_feeds_stop_filter_gives_way_to_covered_interface(
+    fam: int, router_topo: RouterTopology, ours: StartDaemon
+) -> None:
+    """Upstream issue #143: one (S,G) on two interfaces.  The first packets
+    come in on a3, which no template covers (a stop filter on a3); then the
+    real feed arrives on a1.  PIM mode makes the kernel report it, and the
+    stop filter is replaced by a forwarding entry from a1 -- no flush, no
+    waiting for -c (the default 60 s)."""
+    topo = router_topo
+    g = grp(fam, "6.8" if fam == 4 else "608")
+    ours(topo.router, f"phyint a3 enable\nmroute from a1 group {g} to a2\n")
+    rx1 = started_receiver(topo, 0, [g])
+    s = S(fam, 9, 0x43)  # the same source behind both interfaces
+    key = (norm(s), norm(g))
+    flood(topo.receivers[1], "r0", g, s, count=3)  # X2 sends into a3 first
+    wait_mfc(topo.router, fam, key, ("a3", ()), "stop filter on a3")
+    sent = [0]
+
+    def forwarding() -> bool:
+        flood(topo.sender, "s0", g, s, count=1, first=sent[0])
+        flood(topo.receivers[1], "r0", g, s, count=1, first=500 + sent[0])  # still alive
+        sent[0] += 1
+        return mfc(topo.router, fam).get(key) == ("a1", ("a2",))
+
+    t0 = time.monotonic()
+    wait_until(forwarding, timeout=10, interval=0.2, what="stop filter replaced from a1")
+    took = time.monotonic() - t0
+    flood(topo.sender, "s0", g, s, count=3, first=1000)
+    flood(topo.receivers[1], "r0", g, s, count=3, first=2000)  # the a3 feed goes on
+    time.sleep(0.5)
+    assert mfc(topo.router, fam).get(key) == ("a1", ("a2",))  # and changes nothing
+    r = rx1.stop()
+    got = r.seqs(s, g)
+    assert [x for x in got if x >= 1000] == [1000, 1001, 1002]
+    assert all(x < 500 or x >= 1000 for x in got)  # nothing from the a3 feed
+    print(f"IPv{fam}: forwarding from a1 {took:.2f} s after the feed started")
+
+
+def test_wrong_interface_flood_on_stop_filters_keeps_serving(
+    router_topo: RouterTopology, ours: StartDaemon
+) -> None:
+    """2,000 stop filters on a3, then their (S,G)s arrive on a1 and a2 too:
+    in PIM mode the kernel reports each entry's wrong-interface traffic once
+    per 3 s.  The control socket keeps answering, an exact route keeps
+    forwarding, and the daemon's memory does not grow with the reports."""
+    topo = router_topo
+    fam = 4
+    g, g_cfg = grp(fam, "15.1"), grp(fam, "15.2")
+    exact = topo.source(fam)
+    conf = (
+        "phyint a2 enable\nphyint a3 enable\n"
+        f"mroute from a1 group 225.1.16.0/24 to a2\n"  # a template that covers none of them
+        f"mroute from a1 source {exact} group {g_cfg} to a3\n"
+    )
+    d = ours(topo.router, conf)
+    rx2 = started_receiver(topo, 1, [g_cfg])
+    base, n = "10.3.0.1", 2000
+
+    def argv(iface: str, count: int, rate: int) -> list[str]:
+        return [sys.executable, str(FLOOD), "flood", "--iface", iface, "--group", g,
+                "--source", base, "--sources", str(n), "--count", str(count), "--order", "rr",
+                "--rate", str(rate)]  # fmt: skip
+
+    topo.receivers[1].run(*argv("r0", 1, 4000))  # X2 into a3: the stop filters
+    wait_until(lambda: len(resolved(topo.router, fam)) >= n + 1, timeout=20, what="stop filters")
+    rss0 = rss_kib(d.pid)
+    flooders = [
+        topo.track(ns.popen(argv(i, 4, 2000), stdout=subprocess.PIPE))
+        for ns, i in ((topo.sender, "s0"), (topo.receivers[0], "r0"))
+    ]
+    latencies, seq = [], 0
+    while any(f.poll() is None for f in flooders):
+        t0 = time.monotonic()
+        d.ctl("-j", "show", "interfaces")
+        latencies.append(time.monotonic() - t0)
+        send(topo.sender, "s0", g_cfg, count=2, first=seq)
+        seq += 2
+    assert all(f.wait() == 0 for f in flooders)
+    time.sleep(1)
+    rss1 = rss_kib(d.pid)
+    wrong = sum(e.wrong_if for e in read_mfc(topo.router, fam) if e.group == g)
+    print(f"wrong-interface packets {wrong}; smcroutectl during the flood: {len(latencies)} "
+          f"calls, max {max(latencies) * 1000:.0f} ms; RSS {rss0} -> {rss1} KiB")  # fmt: skip
+    assert wrong >= n  # the reports really came
+    assert rss1 - rss0 < 8 * 1024
+    send(topo.sender, "s0", g_cfg, count=2, first=seq)
+    r = rx2.stop()
+    assert r.seqs(exact, g_cfg) == list(range(seq + 2))
+    stops = [e for e in resolved(topo.router, fam) if e.group == g]
+    assert len(stops) == n and all(e.iif == "a3" and not e.oifs for e in stops)
+    assert d.running()
 
 
 # ---------------------------------------------------------------------------

@@ -237,6 +237,55 @@ def test_wrong_interface_moves_learned_entry() -> None:
     assert ops == [AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 1, ((0, 1), (2, 1)))]
 
 
+def test_wrong_interface_replaces_stop_filter_when_a_template_covers_it() -> None:
+    """Redundant feeds: the first packet came in on a3 (no template), the
+    real feed arrives on a1; PIM mode makes the kernel report it."""
+    e = engine()
+    e.load_config(Config(phyints=[Phyint("a3")], routes=[route("a1", None, "225.1.1.1", "a2")]))
+    a3 = e.vif_of(4, "a3")
+    a1 = e.vif_of(4, "a1")
+    assert a1 is not None and a3 is not None
+    ops = e.upcall(4, NOCACHE, a3, A("10.0.0.1"), A("225.1.1.1"), 0)
+    assert ops == [AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), a3, ())]
+    ops = e.upcall(4, WRONGVIF, a1, A("10.0.0.1"), A("225.1.1.1"), 1)
+    a2 = e.vif_of(4, "a2")
+    assert ops == [AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), a1, ((a2, 1),))]
+    assert e.hooks == [("10.0.0.1", "225.1.1.1")]
+    # the uncovered feed keeps arriving on a3: reported, changes nothing
+    assert e.upcall(4, WRONGVIF, a3, A("10.0.0.1"), A("225.1.1.1"), 4) == []
+
+
+def test_wrong_interface_keeps_stop_filter_when_nothing_covers_it() -> None:
+    e = engine()
+    e.load_config(Config(phyints=[Phyint("a3"), Phyint("a2")], routes=[]))
+    a2, a3 = e.vif_of(4, "a2"), e.vif_of(4, "a3")
+    assert a2 is not None and a3 is not None
+    e.upcall(4, NOCACHE, a3, A("10.0.0.1"), A("225.1.1.1"), 0)
+    assert e.upcall(4, WRONGVIF, a2, A("10.0.0.1"), A("225.1.1.1"), 1) == []
+    assert e.mfc[(4, A("10.0.0.1"), A("225.1.1.1"))].parent == a3
+
+
+def test_wrong_interface_two_live_covered_feeds_do_not_flap() -> None:
+    """A learned entry moves only when its traffic comes in on one of its
+    outbound interfaces; a second feed on another covered interface that is
+    not an output leaves it where it is."""
+    e = engine()
+    e.load_config(
+        Config(
+            routes=[
+                route("a1", None, "225.1.1.1", "a2"),
+                route("a3", None, "225.1.1.1", "a2"),
+            ]
+        )
+    )
+    a1, a3 = e.vif_of(4, "a1"), e.vif_of(4, "a3")
+    assert a1 is not None and a3 is not None
+    e.upcall(4, NOCACHE, a1, A("10.0.0.1"), A("225.1.1.1"), 0)
+    for now in range(1, 30, 3):
+        assert e.upcall(4, WRONGVIF, a3, A("10.0.0.1"), A("225.1.1.1"), now) == []
+    assert e.mfc[(4, A("10.0.0.1"), A("225.1.1.1"))].parent == a1
+
+
 def test_wrong_interface_never_moves_exact_route() -> None:
     e = engine()
     e.load_config(

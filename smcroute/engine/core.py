@@ -261,9 +261,18 @@ class Engine:
             self.learned[key] = Learned(iif)
             return self._sync_mfc([key], hook=True)
         if kind == WRONGVIF:
+            # The kernel runs in PIM mode, so it reports the (S,G) arriving on
+            # any interface other than the entry's inbound one, once per entry
+            # per 3 s (doc/KERNEL.md "PIM mode").  A stop filter gives way to a
+            # feed a template covers (redundant feeds); a learned entry moves
+            # only when its traffic comes back in on one of its own outbound
+            # interfaces (the source moved), so two live feeds never make it
+            # flap; exact rules are the configuration's truth: never moved.
             cur = self.mfc.get(key)
             if cur is None or cur.kind not in ("learned", "stop"):
-                return []  # exact rules are the configuration's truth: never moved
+                return []
+            if cur.kind == "learned" and all(v != vif for v, _ in cur.ttls):
+                return []
             if self._match(family, iif, source, group) is None:
                 return []
             self.learned[key] = Learned(iif)
