@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import socket
@@ -74,8 +75,8 @@ IMPLS: dict[str, tuple[str, str, list[str]]] = {
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def flood(ns: Netns, source: str, **kw: object) -> dict[str, object]:
-    argv = [sys.executable, str(FLOOD), "flood", "--iface", "s0", "--group", GROUP]
+def flood(ns: Netns, source: str, group: str = GROUP, **kw: object) -> dict[str, object]:
+    argv = [sys.executable, str(FLOOD), "flood", "--iface", "s0", "--group", group]
     argv += ["--source", source]
     for k, v in kw.items():
         flag = "--" + k.replace("_", "-")
@@ -141,22 +142,32 @@ class Stream:
 
 
 def first_packet(
-    topo: RouterTopology, impl: str, rate: int, trials: int, stream_ms: int, base: int
+    topo: RouterTopology,
+    impl: str,
+    rate: int,
+    trials: int,
+    stream_ms: int,
+    base: int,
+    group: str = GROUP,
 ) -> Stream:
+    """`trials` new sources, one after the other, each streaming for `stream_ms`."""
     count = max(8, rate * stream_ms // 1000)
-    rx = Receiver(topo.receivers[0], "r0", [GROUP], topology=topo).start()
+    rx = Receiver(topo.receivers[0], "r0", [group], topology=topo).start()
     w = Watcher(topo.router)
     t0: dict[str, int] = {}
     for t in range(trials):
-        src = f"10.{base}.{t // 250}.{t % 250 + 1}"
-        res = flood(topo.sender, src, count=count, rate=rate, times=True)
+        if ":" in group:
+            src = str(ipaddress.ip_address(f"fd00:{base:x}::{t // 250:x}:{t % 250 + 1:x}"))
+        else:
+            src = f"10.{base}.{t // 250}.{t % 250 + 1}"
+        res = flood(topo.sender, src, group, count=count, rate=rate, times=True)
         t0[src] = res["t0"][0]  # type: ignore[index]
         time.sleep(0.05)
     time.sleep(0.3)
     installed = w.stop()
     got = rx.stop(linger_ms=300)
     lat = [(installed[s] - t0[s]) / 1e6 for s in t0 if s in installed]
-    lost = [count - len(set(got.seqs(s, GROUP))) for s in t0]
+    lost = [count - len(set(got.seqs(s, group))) for s in t0]
     return Stream(rate, lat, lost, count)
 
 

@@ -1,0 +1,423 @@
+"""Everyday operations, ours versus Debian's smcrouted, side by side in one run.
+
+One command measures every figure of "light and quick where users feel it"
+for both daemons and prints one table with the ratio ours / original:
+
+* ``ctl``: one whole ``smcroutectl`` process (median of ``--runs``, with
+  hyperfine when installed): ``show`` with 10 routes, ``add`` of one route,
+  a command with no daemon running; next to ``python3 -c 'import click'``
+  in the same environment (the floor our client is measured against).
+* ``show``: ``smcroutectl show`` of 10,000 routes, plain, ``-d`` and ``-j``
+  (median of ``--repeat``), each against the original's plain ``show``.
+* ``start``: exec until all N routes are in the kernel MFC, N = 1,000 IPv4,
+  1,000 IPv6, 10,000 and 100,000 IPv4 (the original gets ``--timeout``
+  seconds; it needs minutes for 100,000).
+* ``memory``: RSS of each process; the main process per route
+  ((RSS with N routes - RSS with none) / N) and after all N routes are
+  removed again (a reload of an empty configuration), against its idle RSS.
+* ``first packet``: one new source at a time streaming at 1,000 pps (IPv4
+  and IPv6): first packet sent -> resolved (S,G) in the kernel, p50/p99;
+  at 20,000 pps the packets lost at stream start (mean per stream).
+* ``cpu``: 1,000 new sources at 1,000 pps, one packet each: CPU time of all
+  the daemon's processes (``/proc/PID/task/*/schedstat``, nanoseconds) per
+  learned source.
+
+Needs root (network namespaces from ``tests/netns.py``).  The machine may be
+shared: every timing is a median, and the load average is printed with the
+table.  Prints figures, asserts nothing.
+
+Usage: ``sudo .venv/bin/python bench/everyday_bench.py [--only ctl,show,...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(BENCH))
+
+import startup_bench  # noqa: E402
+import upcall_bench  # noqa: E402
+from netns import (  # noqa: E402  (the harness lives with the tests)
+    ORIGINAL_CTL,
+    ORIGINAL_DAEMON,
+    OUR_CTL,
+    OUR_DAEMON,
+    Daemon,
+    Topology,
+    cmdline,
+    count_mfc,
+    process_tree,
+    router_topology,
+    rss_kib,
+    wait_until,
+)
+
+IMPLS = {"ours": (OUR_DAEMON, OUR_CTL), "original": (ORIGINAL_DAEMON, ORIGINAL_CTL)}
+SECTIONS = ("ctl", "show", "start", "memory", "first", "cpu")
+GROUP4, GROUP6 = "225.1.1.1", "ff2e::1"
+
+
+@dataclass
+class Row:
+    figure: str
+    unit: str
+    values: dict[str, float | None] = field(default_factory=dict)
+    goal: str = ""
+    note: str = ""
+    ratio_to: str = ""  # compare ours with this row's original instead of our own row's
+
+
+ROWS: dict[str, Row] = {}
+
+
+def put(figure: str, impl: str, value: float | None, unit: str, goal: str = "", **kw: str) -> None:
+    row = ROWS.setdefault(figure, Row(figure, unit, goal=goal, **kw))
+    row.values[impl] = value
+
+
+# --- measuring ---------------------------------------------------------------
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """On-CPU time of every thread of `pids` (schedstat: nanoseconds)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return total
+
+
+def rss_by_role(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in process_tree(pid):
+        role = "helper" if "privileged helper" in cmdline(p) else "main"
+        out[role] = out.get(role, 0) + rss_kib(p)
+    return out
+
+
+def timed_median(argv: list[str], runs: int, ok_codes: tuple[int, ...] = (0,)) -> float | None:
+    """Median wall time of a whole process: hyperfine when installed, else ourselves."""
+    hf = shutil.which("hyperfine")
+    if hf:
+        with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+            cmd = " ".join(_quote(a) for a in argv)
+            hf_args = ["-N", "-i", "--warmup", "2", "--runs", str(runs), "--style", "none"]
+            proc = subprocess.run(
+                [hf, *hf_args, "--export-json", tmp.name, cmd],
+                capture_output=True,
+                check=False,
+            )
+            if proc.returncode == 0:
+                data = json.loads(Path(tmp.name).read_text())
+                codes = set(data["results"][0].get("exit_codes", [0]))
+                if not codes <= set(ok_codes):
+                    return None
+                return float(data["results"][0]["median"])
+    times = []
+    for i in range(runs + 2):
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, check=False)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+        if proc.returncode not in ok_codes:
+            return None
+    return statistics.median(times)
+
+
+def _quote(a: str) -> str:
+    return "'" + a.replace("'", "'\\''") + "'" if any(c in a for c in " '\"()") else a
+
+
+# --- sections --------------------------------------------------------------------
+
+
+def section_ctl(impl: str, args: argparse.Namespace) -> None:
+    daemon_bin, ctl = IMPLS[impl]
+    if impl == "ours":
+        click = timed_median([sys.executable, "-c", "import click"], args.runs)
+        put("python3 -c 'import click' (ours' floor)", impl, click, "ms")
+        ROWS["python3 -c 'import click' (ours' floor)"].values["original"] = None
+    conf = startup_bench.make_config(10)
+    with startup_bench.bench_topology() as topo:
+        d = Daemon(topo["R"], daemon_bin, conf, ctl_binary=ctl, extra_args=[])
+        with d:
+            wait_until(lambda: count_mfc(topo["R"], 4) >= 10, timeout=30)
+            goal = "<= import click + 10 ms"
+            put(
+                "smcroutectl show, 10 routes",
+                impl,
+                timed_median([ctl, "-u", d.sock], args.runs),
+                "ms",
+                goal,
+            )
+            add = [ctl, "-u", d.sock, "add", "a1", "10.9.9.9", "225.9.9.9", "a2"]
+            put(
+                "smcroutectl add (one route)",
+                impl,
+                timed_median(add, args.runs, (0, 1)),
+                "ms",
+                goal,
+            )
+    nodaemon = [ctl, "-u", "/nonexistent/smcroute.sock", "show"]
+    put("smcroutectl, no daemon", impl, timed_median(nodaemon, args.runs, (1,)), "ms", goal)
+
+
+def _show_times(d: Daemon, impl: str, repeat: int) -> None:
+    _, ctl = IMPLS[impl]
+    goal = "<= 1.5 x original plain"
+    for label, opts in (("", []), (" -d", ["-d"]), (" -j", ["-j"])):
+        t, note = startup_bench.time_ctl(ctl, d.sock, [*opts, "show"], repeat)
+        put(
+            f"show{label}, 10,000 routes",
+            impl,
+            t,
+            "s",
+            goal,
+            ratio_to="show, 10,000 routes",
+            note=note if impl == "ours" else "",
+        )
+
+
+def _remove_all(d: Daemon, topo: Topology, res: startup_bench.Result, family: int) -> None:
+    """Reload an empty configuration; RSS once the MFC is empty."""
+    d.write_conf("# empty\n")
+    d.reload()
+    with contextlib.suppress(Exception):
+        wait_until(lambda: count_mfc(topo["R"], family) == 0, timeout=120)
+    time.sleep(1.0)
+    res.rss.append(("after removal", rss_by_role(d.pid).get("main", 0)))
+
+
+def section_start(impl: str, args: argparse.Namespace, memory: bool, show: bool) -> None:
+    idle: dict[str, int] = {}
+    args = argparse.Namespace(**vars(args))
+    show_at, args.show_routes = args.show_routes, -1  # run_one's own show timing: not here
+    sizes = [(n, 4) for n in args.sizes] + [(1000, 6)]
+    if memory:
+        r0 = startup_bench.run_one(
+            impl, 0, args, 4, lambda d, t, r: idle.update(rss_by_role(d.pid))
+        )
+        del r0
+    for n, fam in sorted(set(sizes), key=lambda x: (x[0], x[1])):
+        if impl == "original" and n > args.original_max:
+            put(f"start, {n:,} IPv{fam} routes", impl, None, "s", note="skipped (--original-max)")
+            continue
+        rss_now: dict[str, int] = {}
+
+        def during(
+            d: Daemon,
+            topo: Topology,
+            res: startup_bench.Result,
+            n: int = n,
+            fam: int = fam,
+            rss_now: dict[str, int] = rss_now,
+        ) -> None:
+            rss_now.update(rss_by_role(d.pid))
+            if show and n == show_at and fam == 4:
+                _show_times(d, impl, args.repeat)
+            if memory and n == max(args.sizes) and fam == 4:
+                _remove_all(d, topo, res, fam)
+
+        saved = args.timeout
+        args.timeout = args.timeout if impl == "ours" else args.original_timeout
+        res = startup_bench.run_one(impl, n, args, fam, during)
+        args.timeout = saved
+        goal = "<= 2 x original" if n <= 1000 else "linear; >= 10 x faster"
+        value, note = res.ready_s, ""
+        if res.status.startswith("timeout"):
+            value, note = args.timeout, f"more than: {res.status}"  # a lower bound
+        elif res.status != "ok":
+            note = res.status
+        put(f"start, {n:,} IPv{fam} routes", impl, value, "s", goal, note=note)
+        if not memory or not rss_now or fam != 4 or not n:
+            continue
+        if "helper" in rss_now:
+            put(f"RSS helper, {n:,} routes", impl, rss_now["helper"] / 1024, "MiB", "<= 10 MiB")
+        if idle.get("main"):
+            put(
+                f"RSS main per route, {n:,} routes",
+                impl,
+                (rss_now["main"] - idle["main"]) * 1024 / n,
+                "B",
+                "<= 512 B",
+            )
+            after = dict(res.rss).get("after removal")
+            if after:
+                put(
+                    f"RSS main after removing {n:,} / idle",
+                    impl,
+                    after / idle["main"],
+                    "x",
+                    "<= 1.10",
+                )
+    if memory and idle:
+        put("RSS main, idle", impl, idle.get("main", 0) / 1024, "MiB")
+
+
+def section_upcalls(impl: str, args: argparse.Namespace, first: bool, cpu: bool) -> None:
+    daemon_bin, ctl = IMPLS[impl]
+    conf = f"mroute from a1 group {GROUP4} to a2\nmroute from a1 group {GROUP6} to a2\n"
+    with router_topology(1) as topo:
+        d = Daemon(topo.router, daemon_bin, conf, ctl_binary=ctl, extra_args=["-l", "notice"])
+        with d:
+            time.sleep(0.5)
+            base = 20
+            for fam, group in ((4, GROUP4), (6, GROUP6)) if first else ():
+                for rate in (1000, 20000):
+                    base += 1
+                    s = upcall_bench.first_packet(
+                        topo, impl, rate, args.trials, 50, base, group=group
+                    )
+                    if rate == 1000:
+                        for q in (0.5, 0.99):
+                            v = upcall_bench.pct(s.lat_ms, q) if s.lat_ms else None
+                            put(
+                                f"first packet -> installed p{round(q * 100)}, IPv{fam} 1k pps",
+                                impl,
+                                v,
+                                "ms",
+                                "<= 1.5 x original",
+                            )
+                    else:
+                        put(
+                            f"lost at stream start, IPv{fam} 20k pps",
+                            impl,
+                            statistics.mean(s.lost),
+                            "pkts",
+                            "<= original",
+                        )
+                    d.ctl("flush", check=False)
+                    time.sleep(0.3)
+            if cpu:
+                time.sleep(11 if first else 0)  # the kernel's unresolved entries expire
+                pids = process_tree(d.pid)
+                before = cpu_ns(pids)
+                upcall_bench.flood(topo.sender, "10.60.0.1", GROUP4, sources=1000, rate=1000)
+                last, stable = -1, time.monotonic()
+                while time.monotonic() - stable < 1.0:
+                    n = sum(1 for e in upcall_bench.read_mfc(topo.router) if e.iif is not None)
+                    if n != last:
+                        last, stable = n, time.monotonic()
+                    time.sleep(0.1)
+                spent = cpu_ns(pids) - before
+                learned = max(last, 1)
+                put(
+                    "CPU per learned source (all processes)",
+                    impl,
+                    spent / 1e6 / learned,
+                    "ms",
+                    "<= 2 x original",
+                    note=f"{learned} learned" if impl == "ours" else "",
+                )
+
+
+# --- the table -----------------------------------------------------------------------
+
+
+def fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit == "ms":
+        return f"{v:.3f} ms" if v < 1 else f"{v:.1f} ms"
+    if unit == "s":
+        return f"{v:.3f} s"
+    if unit in ("MiB", "x", "pkts"):
+        return f"{v:.2f} {unit}".rstrip()
+    return f"{v:.0f} {unit}"
+
+
+def print_table(loads: list[str]) -> None:
+    rows = list(ROWS.values())
+    for r in rows:  # ms figures are measured in seconds
+        if r.unit == "ms" and not r.figure.startswith(("first", "CPU")):
+            r.values = {k: (None if v is None else v * 1000) for k, v in r.values.items()}
+    w = max(len(r.figure) for r in rows)
+    head = f"{'figure':{w}}  {'original':>12}  {'ours':>12}  {'ours/orig':>9}  goal"
+    print("\n" + head)
+    print("-" * len(head))
+    floor = ROWS.get("python3 -c 'import click' (ours' floor)")
+    for r in rows:
+        o, u = r.values.get("original"), r.values.get("ours")
+        if r.ratio_to:
+            o = ROWS[r.ratio_to].values.get("original")
+        ratio = f"{u / o:.2f}" if u is not None and o else "-"
+        if (
+            ratio != "-"
+            and r.note.startswith("more than") is False
+            and "more than" in (ROWS[r.ratio_to or r.figure].note)
+        ):
+            ratio = "< " + ratio  # the original's figure is a lower bound
+        extra = ""
+        if r.figure.startswith("smcroutectl") and floor and u is not None:
+            f0 = floor.values.get("ours")
+            if f0 is not None:
+                extra = f" (+{u - f0:.1f} ms over import click)"
+        note = f"  [{r.note}]" if r.note else ""
+        orig = fmt(r.values.get("original"), r.unit) if not r.ratio_to else "(plain)"
+        print(
+            f"{r.figure:{w}}  {orig:>12}  {fmt(u, r.unit):>12}  {ratio:>9}  {r.goal}{extra}{note}"
+        )
+    print(f"\nload average: {' -> '.join(loads)} ({os.cpu_count()} CPUs)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", default=",".join(SECTIONS), help="sections: " + ",".join(SECTIONS))
+    p.add_argument("--impl", default="original,ours")
+    p.add_argument("--runs", type=int, default=10, help="runs per smcroutectl timing")
+    p.add_argument("--repeat", type=int, default=5, help="runs per show of 10,000 routes")
+    p.add_argument("--sizes", default="1000,10000,100000", help="IPv4 start-up sizes")
+    p.add_argument("--show-routes", type=int, default=10000)
+    p.add_argument("--original-max", type=int, default=100000, help="largest N for the original")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds for our start-up")
+    p.add_argument("--original-timeout", type=float, default=60.0)
+    p.add_argument("--stop-timeout", type=float, default=30.0)
+    p.add_argument("--trials", type=int, default=40, help="new sources per first-packet figure")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("everyday_bench: needs root (network namespaces)", file=sys.stderr)
+        return 1
+    args.sizes = [int(x) for x in args.sizes.split(",") if x]
+    only = set(args.only.split(","))
+    impls = [i for i in args.impl.split(",") if i]
+    loads = [Path("/proc/loadavg").read_text().split()[0]]
+    print(f"kernel {os.uname().release}; ours {OUR_DAEMON}, original {ORIGINAL_DAEMON}")
+    try:
+        for impl in impls:
+            if not os.access(IMPLS[impl][0], os.X_OK):
+                print(f"{impl}: {IMPLS[impl][0]} missing, skipped")
+                continue
+            if "ctl" in only:
+                print(f"... {impl}: smcroutectl", flush=True)
+                section_ctl(impl, args)
+            if only & {"start", "memory", "show"}:
+                print(f"... {impl}: start-up, memory, show", flush=True)
+                section_start(impl, args, "memory" in only, "show" in only)
+            if only & {"first", "cpu"}:
+                print(f"... {impl}: new sources", flush=True)
+                section_upcalls(impl, args, "first" in only, "cpu" in only)
+    except KeyboardInterrupt:
+        print("interrupted; partial results:")
+    loads.append(Path("/proc/loadavg").read_text().split()[0])
+    print_table(loads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
