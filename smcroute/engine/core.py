@@ -121,6 +121,10 @@ class KernelRow:
     kind: str
 
 
+def _as_list(rules: MRoute | list[MRoute] | None) -> list[MRoute]:
+    return [] if rules is None else rules if isinstance(rules, list) else [rules]
+
+
 def route_key(r: MRoute | MGroup) -> RouteKey:
     return (r.iif, r.source, r.source_len, r.group, r.group_len)
 
@@ -156,8 +160,11 @@ class Engine:
     hooks: list[tuple[str, str]] = field(default_factory=list)
 
     # -- indexes -------------------------------------------------------------
-    _exact: dict[MfcKey, list[MRoute]] = field(default_factory=dict)
-    _ttl_memo: dict[tuple[int, str, tuple[str, ...]], Ttls] = field(default_factory=dict)
+    # (S,G) -> its exact route, or a list when several inbound interfaces name it
+    # (the last wins): a list per route would cost 88 bytes each.
+    _exact: dict[MfcKey, MRoute | list[MRoute]] = field(default_factory=dict)
+    # (family, iif, oifs) -> the one shared "rule" Mfc (or None: every OIF missing)
+    _rule_memo: dict[tuple[int, str, tuple[str, ...]], Mfc | None] = field(default_factory=dict)
     _templates: list[tuple[tuple[int, int, int, int], MRoute]] = field(default_factory=list)
     _order: int = 0
     _tsorted: bool = True
@@ -303,6 +310,7 @@ class Engine:
         if isinstance(op, AddMfc):
             self.mfc.pop((op.family, op.source, op.group), None)
         elif isinstance(op, AddVif):
+            self._rule_memo = {}
             vifs = self.vifs[op.family]
             if op.ifname in vifs and vifs[op.ifname].vif == op.vif:
                 del vifs[op.ifname]
@@ -408,7 +416,14 @@ class Engine:
             self._templates.append((_template_rank(r, self._order), r))
             self._tsorted = False
         else:
-            self._exact.setdefault((r.family, r.source, r.group), []).append(r)
+            key = (r.family, r.source, r.group)
+            have = self._exact.get(key)
+            if have is None:
+                self._exact[key] = r
+            elif isinstance(have, list):
+                have.append(r)
+            else:
+                self._exact[key] = [have, r]
 
     def _sorted_templates(self) -> list[MRoute]:
         if not self._tsorted:
@@ -421,10 +436,13 @@ class Engine:
             self._templates = [(k, t) for k, t in self._templates if route_key(t) != route_key(r)]
         else:
             key = route_key(r)
-            keys = self._exact.get((r.family, r.source, r.group), [])
-            keys[:] = [x for x in keys if route_key(x) != key]
-            if not keys:
-                self._exact.pop((r.family, r.source, r.group), None)
+            sg = (r.family, r.source, r.group)
+            have = self._exact.get(sg)
+            rest = [x for x in _as_list(have) if route_key(x) != key]
+            if not rest:
+                self._exact.pop(sg, None)
+            else:
+                self._exact[sg] = rest[0] if len(rest) == 1 else rest
 
     def _route_changed(self, new: MRoute | None, old: MRoute | None) -> list[Op]:
         if old is not None:
@@ -572,8 +590,8 @@ class Engine:
                     return Mfc(v.vif, tuple(sorted(star.items())), "star")
             return None
         rules = self._exact.get(key)
-        if rules:
-            return self._rule_mfc(rules[-1])
+        if rules is not None:
+            return self._rule_mfc(rules[-1] if isinstance(rules, list) else rules)
         learned = self.learned.get(key)
         if learned is None:
             return None
@@ -586,22 +604,26 @@ class Engine:
         return Mfc(v.vif, self._ttls(family, learned.iif, tmpl.oifs), "learned")
 
     def _rule_mfc(self, r: MRoute) -> Mfc | None:
-        v = self.vifs[r.family].get(r.iif)
-        if v is None:
-            return None
+        """Shared by every rule with the same family, IIF and OIFs (until VIFs change)."""
         memo = (r.family, r.iif, r.oifs)
-        ttls = self._ttl_memo.get(memo)
-        if ttls is None:
-            ttls = self._ttl_memo[memo] = self._ttls(r.family, r.iif, r.oifs)
-        if not ttls and r.oifs and not any(o in self.links for o in r.oifs):
-            return None  # every OIF missing: pending, not a stop filter
-        return Mfc(v.vif, ttls, "rule")
+        try:
+            return self._rule_memo[memo]
+        except KeyError:
+            pass
+        v = self.vifs[r.family].get(r.iif)
+        m: Mfc | None = None
+        if v is not None:
+            ttls = self._ttls(r.family, r.iif, r.oifs)
+            if ttls or not r.oifs or any(o in self.links for o in r.oifs):
+                m = Mfc(v.vif, ttls, "rule")  # else every OIF missing: pending, not a stop filter
+        self._rule_memo[memo] = m
+        return m
 
     def _desired_all(self) -> dict[MfcKey, Mfc]:
         """The whole desired MFC in one pass (reconcile); `_desired` does one key."""
         out: dict[MfcKey, Mfc] = {}
         for key, rules in self._exact.items():
-            m = self._rule_mfc(rules[-1])
+            m = self._rule_mfc(rules[-1] if isinstance(rules, list) else rules)
             if m is not None:
                 out[key] = m
         for t in self.templates():
@@ -662,7 +684,7 @@ class Engine:
             ]
         old_vifs = self.vifs
         self.vifs = plan
-        self._ttl_memo = {}
+        self._rule_memo = {}
         desired = self._desired_all()
         new_vifs = {fam: {a.vif for a in added[fam]} for fam in self.families}
         # Phase 1: deletions, and rewrites that need no new VIF.
