@@ -2,7 +2,12 @@
 
 Owns the command line (options, command abbreviations, arity checks, help,
 version), batch mode, talking to the daemon through `smcroute.ipc.client`, and
-printing replies (via `smcroute.output`).
+printing replies: a `show` comes back rendered by the daemon and is copied to
+stdout as bytes (`smcroute.output` formats a bare document only).
+
+Start-up time is the cost users feel: import only what the command in hand
+needs (click, the small IPC client); everything else (`difflib` for "did you
+mean", `smcroute.output`) is imported where it is used.
 
 Must not: parse addresses (the daemon parses the raw words with
 `smcroute.parser`, so both sides agree on one grammar), need privileges of
@@ -12,19 +17,16 @@ its own, or ever show a Python traceback: every failure becomes
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import click
 
 from smcroute import __version__
 from smcroute.ipc.client import ControlClient
 from smcroute.ipc.codec import SHOW_KINDS, IpcError, default_socket_path
-from smcroute.output import OutputError, format_json, format_show
 
 PROG = "smcroutectl"
 HINT = f"Try '{PROG} help'."
@@ -34,8 +36,7 @@ class CtlError(Exception):
     """A failure to report as `smcroutectl: message` (may span lines)."""
 
 
-@dataclass(frozen=True)
-class Cmd:
+class Cmd(NamedTuple):
     name: str
     min_args: int
     max_args: int | None
@@ -171,10 +172,16 @@ def resolve_command(word: str) -> str:
             f"ambiguous command '{word}': could be {', '.join(matches[:-1])} or {matches[-1]}. "
             + HINT
         )
-    close = difflib.get_close_matches(w, names, n=1, cutoff=0.6)
+    close = _close_match(w, names)
     if close:
         raise CtlError(f"unknown command '{word}'; did you mean '{close[0]}'? {HINT}")
     raise CtlError(f"unknown command '{word}'. {HINT}")
+
+
+def _close_match(word: str, choices: Sequence[str]) -> list[str]:
+    import difflib  # only on the error path: ~1.5 ms of start-up otherwise
+
+    return difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
 
 
 def resolve_show(word: str) -> str:
@@ -183,7 +190,7 @@ def resolve_show(word: str) -> str:
     if len(matches) == 1:
         return matches[0]
     choices = ", ".join(SHOW_KINDS[:-1]) + " or " + SHOW_KINDS[-1]
-    close = difflib.get_close_matches(w, SHOW_KINDS, n=1, cutoff=0.6)
+    close = _close_match(w, SHOW_KINDS)
     hint = f"; did you mean '{close[0]}'?" if close else "."
     raise CtlError(f"unknown table '{word}' for show{hint} Expected {choices}.")
 
@@ -198,12 +205,20 @@ def check_arity(name: str, args: Sequence[str]) -> None:
     raise CtlError(f"{what} arguments for {name}; usage: {usage}. Try '{PROG} help {name}'.")
 
 
-@dataclass
-class Options:
+class Options(NamedTuple):
     detail: bool = False
     json: bool = False
     plain: bool = False
     headings: bool = True
+
+    @property
+    def format(self) -> str:
+        """How the daemon renders a show (see `smcroute.ipc.codec.FORMATS`)."""
+        if self.json:
+            return "json"
+        if not self.headings:
+            return "rows"
+        return "text" if self.plain else "ansi"
 
 
 class Session:
@@ -241,28 +256,34 @@ class Session:
         if not self.client.connected:
             self.client.connect()  # IpcError: handled by the caller
             self.ever_connected = True
-        resp = self.client.request(name, args, self.opts.detail)
+        fmt = self.opts.format if name == "show" else None
+        resp = self.client.request(name, args, self.opts.detail, fmt)
         for w in resp.warnings:
             self.err.write(f"{PROG}: {prefix}warning: {w}\n")
         if not resp.ok:
             raise CtlError(resp.error or "the daemon reported an unspecified error")
-        if name == "show":
+        if resp.text is not None:
+            self._copy(resp.text)
+        elif name == "show":
             self._show(args[0], resp.data)
         elif isinstance(resp.data, str) and resp.data:
             self.out.write(resp.data if resp.data.endswith("\n") else resp.data + "\n")
 
+    def _copy(self, text: bytes) -> None:
+        """Output the daemon rendered: bytes straight to stdout."""
+        buf = getattr(self.out, "buffer", None)
+        if buf is None:
+            self.out.write(text.decode("utf-8", "replace"))
+            return
+        self.out.flush()
+        buf.write(text)
+
     def _show(self, kind: str, data: Any) -> None:
+        """A daemon that sent the document: format it here."""
+        from smcroute.output import OutputError, render
+
         try:
-            if self.opts.json:
-                text = format_json(data, detail=self.opts.detail)
-            else:
-                text = format_show(
-                    kind,
-                    data,
-                    detail=self.opts.detail,
-                    plain=self.opts.plain,
-                    headings=self.opts.headings,
-                )
+            text = render(kind, data, self.opts.format, detail=self.opts.detail)
         except OutputError as e:
             raise CtlError(f"unexpected reply from the daemon: {e}") from e
         self.out.write(text)
@@ -292,7 +313,22 @@ def run_batch(session: Session, lines: IO[str], err: IO[str]) -> int:
     return status
 
 
+class _Command(click.Command):
+    def make_parser(self, ctx: click.Context) -> Any:
+        """click tries every option word as a long option first, and each miss
+        raises an exception whose message goes through gettext (importing
+        `locale`: ~5 ms).  Standalone short options ("-u", "-d") are matched
+        at once; grouped ones ("-pd") still take click's own path."""
+        parser = super().make_parser(ctx)
+        longs, shorts = getattr(parser, "_long_opt", None), getattr(parser, "_short_opt", None)
+        if isinstance(longs, dict) and isinstance(shorts, dict):
+            for name, option in shorts.items():
+                longs.setdefault(name, option)
+        return parser
+
+
 @click.command(
+    cls=_Command,
     context_settings={"help_option_names": [], "allow_interspersed_args": True},
     add_help_option=False,
 )
@@ -301,8 +337,8 @@ def run_batch(session: Session, lines: IO[str], err: IO[str]) -> int:
 @click.option("-j", "json_out", is_flag=True)
 @click.option("-p", "plain", is_flag=True)
 @click.option("-t", "no_headings", is_flag=True)
-@click.option("-v", "--version", "version", is_flag=True)
-@click.option("-h", "--help", "show_help", is_flag=True)
+@click.option("-v", "version", is_flag=True)
+@click.option("-h", "show_help", is_flag=True)
 @click.option("-i", "-I", "ident", default="smcroute", metavar="NAME")
 @click.option("-u", "sock_path", default=None, metavar="FILE")
 @click.argument("words", nargs=-1)
@@ -352,9 +388,16 @@ def cli(
         session.close()
 
 
+_LONG = {"--help": "-h", "--version": "-v"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script entry point; returns (and exits with) the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # The long spellings, mapped here: with no long option at all, click's
+    # parser does not import difflib (~3 ms) to suggest one for each short one.
+    end = args.index("--") if "--" in args else len(args)
+    args[:end] = [_LONG.get(a, a) for a in args[:end]]
     try:
         status = cli.main(args=args, prog_name=PROG, standalone_mode=False)
         code = status if isinstance(status, int) else 0

@@ -35,6 +35,7 @@ from smcroute.ipc.server import ControlServer
 from smcroute.logsetup import log
 from smcroute.model import MGroup, MRoute
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError, default_table
+from smcroute.output import render
 from smcroute.parser import ParseError, parse_command, parse_file
 from smcroute.privsep.client import Helper, HelperGone
 from smcroute.privsep.proto import Upcall
@@ -249,7 +250,13 @@ class Daemon:
             ops = self.engine.join(g) if cmd == "join" else self.engine.leave(g)
             return self._result(ops)
         if cmd == "show":
-            return self.show(args[0] if args else "routes", req.detail)
+            what = args[0] if args else "routes"
+            doc = self.show(what, req.detail)
+            if req.format is None:
+                return doc
+            with bulk():  # rendered here, the client only copies bytes
+                text = render(what, doc, req.format, detail=req.detail)
+            return Response.success(text=text.encode("utf-8"))
         if cmd == "flush":
             return self._result(self.engine.flush())
         if cmd == "reload":

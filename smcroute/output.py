@@ -29,7 +29,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["RULE_WIDTH", "OutputError", "format_json", "format_show", "strip_counters"]
+__all__ = [
+    "RULE_WIDTH",
+    "OutputError",
+    "format_json",
+    "format_show",
+    "render",
+    "strip_counters",
+]
 
 RULE_WIDTH = 79
 FIRST_COL = 43
@@ -276,6 +283,14 @@ def format_json(data: Any, *, detail: bool) -> str:
         return json.dumps(data, indent=2, ensure_ascii=True) + "\n"
     except (TypeError, ValueError, RecursionError) as e:
         raise OutputError(f"cannot print reply as JSON: {e}") from e
+
+
+def render(kind: str, data: Any, fmt: str, *, detail: bool) -> str:
+    """`show KIND` as smcroutectl prints it; `fmt` is the request's format:
+    "json" (`-j`), "text" (plain), "ansi" (terminal headings), "rows" (`-t`)."""
+    if fmt == "json":
+        return format_json(data, detail=detail)
+    return format_show(kind, data, detail=detail, plain=fmt != "ansi", headings=fmt != "rows")
 
 
 def format_show(kind: str, data: Any, *, detail: bool, plain: bool, headings: bool) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ipc_helpers import ROUTES, FakeDaemon, half_reply_daemon
+from test_ipc_helpers import ROUTES, FakeDaemon, canned, half_reply_daemon, rendered
 from test_output import DETAIL_ROUTES, SPEC_GROUPS, SPEC_INTERFACES, SPEC_ROUTES
 
 from smcroute import __version__
@@ -19,9 +19,11 @@ from smcroute.ctl import main, resolve_command
 from smcroute.ipc.codec import Request
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[FakeDaemon]:
-    with FakeDaemon(str(tmp_path / "ctl.sock")) as d:
+@pytest.fixture(params=["rendered", "document"])
+def daemon(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[FakeDaemon]:
+    """Our daemon renders a show itself; one that sends the document is formatted here."""
+    handler = rendered if request.param == "rendered" else canned
+    with FakeDaemon(str(tmp_path / "ctl.sock"), handler=handler) as d:
         yield d
 
 
@@ -91,15 +93,15 @@ def test_resolve_command(word: str, cmd: str) -> None:
         (["reload"], Request("reload")),
         (["rel"], Request("reload")),
         (["kill"], Request("kill")),
-        ([], Request("show", ("routes",))),
-        (["show"], Request("show", ("routes",))),
-        (["s", "r"], Request("show", ("routes",))),
-        (["s", "g"], Request("show", ("groups",))),
-        (["show", "group"], Request("show", ("groups",))),
-        (["sh", "i"], Request("show", ("interfaces",))),
-        (["show", "interface"], Request("show", ("interfaces",))),
-        (["show", "p"], Request("show", ("pending",))),
-        (["-d", "show"], Request("show", ("routes",), True)),
+        ([], Request("show", ("routes",), False, "text")),
+        (["show"], Request("show", ("routes",), False, "text")),
+        (["s", "r"], Request("show", ("routes",), False, "text")),
+        (["s", "g"], Request("show", ("groups",), False, "text")),
+        (["show", "group"], Request("show", ("groups",), False, "text")),
+        (["sh", "i"], Request("show", ("interfaces",), False, "text")),
+        (["show", "interface"], Request("show", ("interfaces",), False, "text")),
+        (["show", "p"], Request("show", ("pending",), False, "text")),
+        (["-d", "show"], Request("show", ("routes",), True, "text")),
     ],
 )  # fmt: skip
 def test_requests_sent(

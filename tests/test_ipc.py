@@ -441,3 +441,117 @@ def test_no_daemon_messages(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(IpcError, match="refused"):
         ControlClient(str(stale)).connect()
+
+
+# --- rendered show replies ------------------------------------------------------
+
+
+def test_format_in_requests() -> None:
+    line = encode_request("show", ["routes"], True, "json")
+    assert json.loads(line) == {"cmd": "show", "args": ["routes"], "detail": True, "format": "json"}
+    assert decode_request(line) == Request("show", ("routes",), True, "json")
+    assert "format" not in json.loads(encode_request("show", ["routes"]))
+    with pytest.raises(IpcError, match="unknown format"):
+        encode_request("show", ["routes"], False, "xml")
+    for fmt in (b'"xml"', b"1", b"null"):
+        line = b'{"cmd":"show","args":[],"format":' + fmt + b"}"
+        if fmt == b"null":
+            assert decode_request(line).format is None
+        else:
+            with pytest.raises(IpcError, match="format must be"):
+                decode_request(line)
+
+
+def test_rendered_reply_wire_format() -> None:
+    text = "é\n".encode()
+    raw = encode_response(Response.success(text=text, warnings=["w"]))
+    line, _, rest = raw.partition(b"\n")
+    assert json.loads(line) == {"ok": True, "text": 3, "warnings": ["w"]}
+    assert rest == text
+    resp = decode_response(line)
+    assert (resp.ok, resp.text_len, resp.warnings, resp.data) == (True, 3, ("w",), None)
+    with pytest.raises(IpcError, match="must be bytes"):
+        encode_response(Response(True, text="str"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n", [b"-1", b"true", b'"3"', b"1.5", str(2**31).encode()])
+def test_bad_text_lengths(n: bytes) -> None:
+    with pytest.raises(IpcError, match="text length"):
+        decode_response(b'{"ok":true,"text":' + n + b"}")
+
+
+def test_client_reads_rendered_replies_in_sequence(sock_path: str) -> None:
+    big = b"x" * 3_000_000 + b"\n"  # more than one recv, more than the server's MAX_OUTPUT
+
+    def handler(req: Request) -> Response:
+        return Response.success(text=big if req.args == ("routes",) else b"")
+
+    with FakeDaemon(sock_path, handler=handler), ControlClient(sock_path) as c:
+        assert c.request("show", ["routes"], False, "text").text == big
+        assert c.request("show", ["groups"], False, "text").text == b""
+        assert c.request("show", ["routes"], False, "text").text == big
+
+
+def test_daemon_closing_mid_text_is_clear_error(sock_path: str) -> None:
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(sock_path)
+    lsock.listen(1)
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        conn.recv(1000)
+        conn.sendall(b'{"ok":true,"text":10,"warnings":[]}\nabc')
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        with ControlClient(sock_path) as c, pytest.raises(IpcError, match="middle of its reply"):
+            c.request("show", ["routes"], False, "text")
+    finally:
+        t.join()
+        lsock.close()
+
+
+# --- the json-free codec path (smcroutectl does not import json) ------------------
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.text(),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+            lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        ).map(json.dumps),
+    )
+)
+def test_loads_agrees_with_json(doc: str) -> None:
+    from smcroute.ipc.codec import _json_loads
+
+    try:
+        want: object = ("ok", json.loads(doc))
+    except ValueError as e:
+        want = ("error", str(e))
+    try:
+        got: object = ("ok", _json_loads(doc))
+    except ValueError as e:
+        got = ("error", str(e))
+    assert repr(got) == repr(want)  # repr: NaN != NaN
+
+
+@given(
+    st.sampled_from(sorted(CMDS)),
+    st.lists(st.text(st.characters(min_codepoint=32), max_size=20), max_size=5),
+    st.booleans(),
+    st.sampled_from([None, "json", "text", "ansi", "rows"]),
+)
+def test_request_encoded_as_json_would(
+    cmd: str, args: list[str], detail: bool, fmt: str | None
+) -> None:
+    args = [a.replace("\x7f", "") for a in args]
+    obj: dict[str, object] = {"cmd": cmd, "args": args, "detail": detail}
+    if fmt is not None:
+        obj["format"] = fmt
+    want = json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+    assert encode_request(cmd, args, detail, fmt) == want

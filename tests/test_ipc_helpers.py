@@ -18,6 +18,7 @@ from typing import Any
 
 from smcroute.ipc.codec import Request, Response
 from smcroute.ipc.server import CTL_TAG, ControlServer
+from smcroute.output import render
 
 
 def route(
@@ -83,6 +84,15 @@ def canned(req: Request) -> Response:
     if req.cmd == "add" and "a1" in req.args[1:]:
         return Response.success(None, ["outbound interface a1 is the inbound one: loop risk"])
     return Response.success(None)
+
+
+def rendered(req: Request) -> Response:
+    """Plays the real daemon: a show with a format comes back rendered (bytes)."""
+    resp = canned(req)
+    if req.cmd == "show" and req.format is not None and resp.ok:
+        text = render(req.args[0], resp.data, req.format, detail=req.detail)
+        return Response.success(text=text.encode("utf-8"))
+    return resp
 
 
 class FakeDaemon:

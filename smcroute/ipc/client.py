@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+# `_socket`, not `socket`: the wrapper module costs smcroutectl ~3 ms of
+# start-up (enum conversions) for nothing a blocking AF_UNIX client needs.
+import _socket
 import contextlib
 import errno
-import socket
 from collections.abc import Sequence
 
 from smcroute.ipc.codec import IpcError, Response, decode_response, encode_request
@@ -20,7 +22,7 @@ class ControlClient:
     def __init__(self, path: str, timeout: float | None = 60.0) -> None:
         self.path = path
         self.timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._buf = bytearray()
 
     def __enter__(self) -> ControlClient:
@@ -37,7 +39,7 @@ class ControlClient:
     def connect(self) -> None:
         if self._sock is not None:
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
@@ -53,13 +55,18 @@ class ControlClient:
                 self._sock.close()
             self._sock = None
 
-    def request(self, cmd: str, args: Sequence[str] = (), detail: bool = False) -> Response:
-        line = encode_request(cmd, args, detail)
+    def request(
+        self, cmd: str, args: Sequence[str] = (), detail: bool = False, format: str | None = None
+    ) -> Response:
+        """One request; with `format`, a show comes back rendered (`Response.text`)."""
+        line = encode_request(cmd, args, detail, format)
         self.connect()
         assert self._sock is not None
         try:
             self._sock.sendall(line)
-            reply = self._readline()
+            resp = decode_response(self._readline())
+            if resp.text_len is not None:
+                resp = resp._replace(text=self._readexact(resp.text_len))
         except TimeoutError as e:
             self.close()
             raise IpcError("timed out waiting for the daemon's reply") from e
@@ -69,7 +76,21 @@ class ControlClient:
         except OSError as e:
             self.close()
             raise IpcError(f"lost connection to the daemon: {e.strerror or e}") from e
-        return decode_response(reply)
+        return resp
+
+    def _readexact(self, n: int) -> bytes:
+        assert self._sock is not None
+        chunks = [bytes(self._buf[:n])]
+        got = len(chunks[0])
+        del self._buf[:n]
+        while got < n:
+            chunk = self._sock.recv(min(n - got, 1 << 20))
+            if not chunk:
+                self.close()
+                raise IpcError("the daemon closed the connection in the middle of its reply")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
 
     def _readline(self) -> bytes:
         assert self._sock is not None
