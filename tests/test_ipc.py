@@ -493,24 +493,12 @@ def test_client_reads_rendered_replies_in_sequence(sock_path: str) -> None:
 
 
 def test_daemon_closing_mid_text_is_clear_error(sock_path: str) -> None:
-    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lsock.bind(sock_path)
-    lsock.listen(1)
-
-    def serve() -> None:
-        conn, _ = lsock.accept()
-        conn.recv(1000)
-        conn.sendall(b'{"ok":true,"text":10,"warnings":[]}\nabc')
-        conn.close()
-
-    t = threading.Thread(target=serve)
-    t.start()
-    try:
-        with ControlClient(sock_path) as c, pytest.raises(IpcError, match="middle of its reply"):
-            c.request("show", ["routes"], False, "text")
-    finally:
-        t.join()
-        lsock.close()
+    with (
+        half_reply_daemon(sock_path, b'{"ok":true,"text":10,"warnings":[]}\nabc'),
+        ControlClient(sock_path) as c,
+        pytest.raises(IpcError, match="middle of its reply"),
+    ):
+        c.request("show", ["routes"], False, "text")
 
 
 # --- the json-free codec path (smcroutectl does not import json) ------------------

@@ -173,7 +173,7 @@ class FakeDaemon:
 
 
 @contextlib.contextmanager
-def half_reply_daemon(path: str) -> Any:
+def half_reply_daemon(path: str, reply: bytes = b'{"ok": true, "data": {"rou') -> Any:
     """A 'daemon' on `path` that answers one request with half a reply, then hangs up."""
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     lsock.bind(path)
@@ -182,7 +182,7 @@ def half_reply_daemon(path: str) -> Any:
     def serve() -> None:
         conn, _ = lsock.accept()
         conn.recv(1000)
-        conn.sendall(b'{"ok": true, "data": {"rou')
+        conn.sendall(reply)
         conn.close()
 
     t = threading.Thread(target=serve)
