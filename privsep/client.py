@@ -50,7 +50,7 @@ WINDOW = 4  # OPS batches in flight (each up to ~78 KB; fits SOCKBUF)
 SOCKBUF = 1 << 20
 DEFAULT_TIMEOUT = 30.0
 
-# Runs the child as `python -I -S -c _BOOT SMCROUTE_DIR PRIVSEP_DIR LIBDIRS ...`:
+# Runs the child as `python -I -S -c _BOOT SMCROUTE_DIR PRIVSEP_DIR LIBDIRS MODULE ...`:
 # -S skips site (.pth processing, ~2.4 MB of RSS) and the stub packages skip
 # smcroute/__init__.py (importlib.metadata, ~5 MB), which keeps the helper
 # under 15 MB.  LIBDIRS (os.pathsep-separated) is where prctl lives.
@@ -60,9 +60,16 @@ _BOOT = (
     "sys.path[:0] = [d for d in sys.argv[3].split(':') if d]\n"
     "for n, p in (('smcroute', sys.argv[1]), ('smcroute.privsep', sys.argv[2])):\n"
     "    m = type(sys)(n); m.__path__ = [p]; m.__package__ = n; sys.modules[n] = m\n"
-    "from smcroute.privsep.child import main\n"
-    "sys.exit(main(sys.argv[4:]))\n"
+    "import importlib\n"
+    "sys.exit(importlib.import_module(sys.argv[4]).main(sys.argv[5:]))\n"
 )
+
+
+def boot_argv(module: str) -> list[str]:
+    """The command line that runs `module`.main(ARGS) as above (append ARGS)."""
+    pkgdir = os.path.dirname(os.path.abspath(smcroute.__file__ or "."))
+    privdir = os.path.dirname(os.path.abspath(__file__))
+    return [sys.executable, "-I", "-S", "-c", _BOOT, pkgdir, privdir, _libdirs(), module]
 
 
 def _libdirs() -> str:
@@ -388,11 +395,9 @@ def start_helper(
     ]
     if hook:
         argv += ["--hook", hook]
-    pkgdir = os.path.dirname(os.path.abspath(smcroute.__file__ or "."))
-    privdir = os.path.dirname(os.path.abspath(__file__))
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _BOOT, pkgdir, privdir, _libdirs(), *argv],
+            [*boot_argv("smcroute.privsep.child"), *argv],
             pass_fds=pass_fds,
             close_fds=True,
             stdin=subprocess.DEVNULL,

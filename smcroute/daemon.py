@@ -449,9 +449,6 @@ class Daemon:
         except HelperGone:
             log.error("the privileged helper died: exiting (nothing is left installed)")
             self.status = EXIT_SOFTWARE
-            for path in (self.opts.sockpath, self.opts.pidfile):
-                with contextlib.suppress(OSError):  # possible only where we own the directory
-                    os.unlink(path)
         except NetlinkError as e:
             log.error(f"netlink failed: {e}")
             self.status = EXIT_SOFTWARE

@@ -239,6 +239,8 @@ def warm_up() -> None:
 def run(o: Options) -> int:
     from smcroute.privsep.caps import PrivilegeError, drop_parent_privileges
     from smcroute.privsep.client import start_helper
+    from smcroute.privsep.janitor import Janitor
+    from smcroute.privsep.janitor import start as start_janitor
     from smcroute.privsep.mroute import MrouteError, open_mroute
 
     logsetup.setup(o.ident, o.loglevel, o.use_syslog)
@@ -287,16 +289,27 @@ def run(o: Options) -> int:
             os.unlink(o.sockpath)
         return EX_OSERR
     try:
-        warm_up()
-        logsetup.notice(drop_parent_privileges(who.uid, who.gid, who.describe(o.ident)))
-        if who.warning:
-            log.warning(who.warning)
-    except (OSError, ValueError, PrivilegeError) as e:
-        log.error(f"cannot drop privileges: {e}")
+        janitor: Janitor | None = start_janitor(helper.pid, o.sockpath, o.pidfile)
+    except OSError as e:
+        janitor = None
+        log.warning(f"no janitor ({e}): after kill -9 of the helper the socket would stay")
+    try:
+        try:
+            warm_up()
+            logsetup.notice(drop_parent_privileges(who.uid, who.gid, who.describe(o.ident)))
+            if who.warning:
+                log.warning(who.warning)
+        except (OSError, ValueError, PrivilegeError) as e:
+            log.error(f"cannot drop privileges: {e}")
+            return EX_NOPERM
+        daemon = Daemon(o, helper, ctl, tuple(families))
+        return daemon.run()
+    finally:
+        # The helper is gone first (it removes the socket and PID file when it
+        # can); then the janitor removes whatever a killed helper could not.
         helper.close()
-        return EX_NOPERM
-    daemon = Daemon(o, helper, ctl, tuple(families))
-    return daemon.run()
+        for line in janitor.finish() if janitor else ():
+            logsetup.notice(f"janitor: {line}")
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

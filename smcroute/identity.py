@@ -80,7 +80,8 @@ def _gid_name(gid: int) -> str:
 
 def ids_in_use(proc: str = "/proc") -> tuple[set[int], set[int]]:
     """Every user ID and group ID (real, effective, saved, file system,
-    supplementary) of the processes we can see."""
+    supplementary) of the processes we can see, zombies aside (they can
+    neither signal nor be signalled)."""
     uids: set[int] = set()
     gids: set[int] = set()
     try:
@@ -92,14 +93,17 @@ def ids_in_use(proc: str = "/proc") -> tuple[set[int], set[int]]:
             continue
         try:
             with open(f"{proc}/{entry}/status", encoding="ascii", errors="replace") as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    if key == "Uid":
-                        uids.update(int(v) for v in value.split())
-                    elif key in ("Gid", "Groups"):
-                        gids.update(int(v) for v in value.split())
-        except (OSError, ValueError):
+                fields = dict(line.partition(":")[::2] for line in f)
+        except OSError:
             continue  # gone meanwhile, or unreadable
+        if fields.get("State", "").strip().startswith("Z"):
+            continue
+        try:
+            uids.update(int(v) for v in fields.get("Uid", "").split())
+            gids.update(int(v) for v in fields.get("Gid", "").split())
+            gids.update(int(v) for v in fields.get("Groups", "").split())
+        except ValueError:
+            continue
     return uids, gids
 
 

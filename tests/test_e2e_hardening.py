@@ -120,3 +120,74 @@ def test_unknown_user_is_a_clear_error(topology: Callable[..., RouterTopology]) 
     assert "cannot choose the main process's identity: unknown user 'no-such-user-x'" in log
     assert "Traceback" not in log
     assert netns.read_vifs(topo.router, 4) == []
+
+
+# ---------------------------------------------------------------------------
+# Part 2: nothing stale, whichever way it ends
+# ---------------------------------------------------------------------------
+
+
+def roles(d: Daemon) -> dict[str, int]:
+    """The pids of the main process, the helper and the janitor (titled so)."""
+    kids = netns.children(d.pid)
+    out = {"main": d.pid}
+    for pid in kids:
+        out["janitor" if "janitor" in netns.cmdline(pid) else "helper"] = pid
+    assert len(out) == len(kids) + 1, [netns.cmdline(p) for p in kids]
+    return out
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+WAYS = ["SIGTERM", "SIGINT", "-D", "smcroutectl kill", "kill -9 helper", "kill -9 main"]
+
+
+@pytest.mark.parametrize("way", [*WAYS, "kill -9 all"])
+def test_nothing_stale_whichever_way_it_ends(
+    topology: Callable[..., RouterTopology], ours: Callable[..., Daemon], way: str
+) -> None:
+    topo = topology(1)
+    conf = f"mroute from a1 source {topo.source4} group 225.1.1.1 to a2\n"
+    d = ours(topo.router, conf, *(["-D", "5"] if way == "-D" else []))
+    pids = roles(d)
+    assert os.path.exists(d.sock) and os.path.exists(d.pidfile)
+    if way in ("SIGTERM", "SIGINT"):
+        os.kill(d.pid, getattr(signal, way))
+    elif way == "smcroutectl kill":
+        assert d.ctl("kill").returncode == 0
+    elif way.startswith("kill -9 "):
+        victims = list(pids.values()) if way == "kill -9 all" else [pids[way[8:]]]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+    assert d.proc is not None
+    code = d.proc.wait(timeout=30)
+    assert code == {"SIGTERM": 0, "SIGINT": 0, "-D": 0, "smcroutectl kill": 0}.get(way, code)
+    if way == "kill -9 helper":
+        assert code == 70
+    netns.wait_until(
+        lambda: all(gone(p) for p in pids.values()), timeout=20, what="every process gone"
+    )
+    assert netns.read_mfc(topo.router, 4) == [] and netns.read_vifs(topo.router, 4) == []
+    r = d.ctl("show", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    if way == "kill -9 all":
+        # Nobody is left to clean up: the man page names these two files, and
+        # smcroutectl and the next start handle them.
+        assert os.path.exists(d.sock) and os.path.exists(d.pidfile)
+        assert "connection refused (is smcrouted running?)" in r.stderr
+    else:
+        assert not os.path.exists(d.sock), f"control socket left after {way}"
+        assert not os.path.exists(d.pidfile), f"PID file left after {way}"
+        assert r.stderr.strip() == f"smcroutectl: Cannot find IPC socket {d.sock}"
+    again = ours(topo.router, conf, ident=d.ident, workdir=str(d.dir))
+    assert again.running() and netns.read_mfc(topo.router, 4)
+    netns.wait_until(lambda: os.path.exists(again.pidfile), what="the new PID file")
+    with open(again.pidfile) as f:
+        assert f.read() == f"{again.pid}\n"
+    assert again.ctl("show").returncode == 0

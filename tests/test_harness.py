@@ -213,7 +213,7 @@ def test_stop_cleans_kernel_and_processes(daemon: StartDaemon, router_topo: Rout
     d = scenario_sg_route(daemon, topo, 4)
     pids = d.pids()
     assert pids and all(rss_kib(p) > 0 for p in pids)
-    assert cap_eff(pids[-1]) != 0  # some process keeps the capabilities to route
+    assert any(cap_eff(p) != 0 for p in pids)  # some process keeps the capabilities to route
     d.stop()
     assert d.returncode == 0
     assert read_mfc(topo.router, 4) == []

@@ -1,0 +1,206 @@
+"""The janitor: removes the control socket and PID file once smcrouted has
+ended, whichever way it ended.
+
+The privileged helper removes both when it exits, but not after kill -9; and
+the main process, unprivileged, may not remove root's files in a folder only
+root can write (/run).  So right after spawning the helper, the main process
+(still root) spawns this third process, `smcrouted: janitor`: user ID 0 --
+the owner of /run, which is all unlinking there needs -- with no capability
+at all, no-new-privs and locked securebits (dropped before exec, see
+`start`), holding nothing but a pidfd of the helper and a pipe from the main
+process.  When the pipe reaches end of file (the main process has finished,
+or was killed) and the helper has exited, it removes the control socket if it
+is still the one the daemon bound (same device and inode, held open with
+O_PATH so the number cannot be reused) and the PID file if
+it still names the main process, reports on stdout what it removed (the main
+process logs that, if it is still there) and exits.  The main process waits
+for it before exiting itself, so after a normal end, `-D`, `smcroutectl kill`
+or kill -9 of the helper, nothing is left by the time the daemon's exit
+status is known; after kill -9 of the main process the helper, then the
+janitor, clean up within milliseconds.
+
+Must not: remove anything else, or anything a newer daemon made; hold any
+capability; import more than the standard library (it runs in its own small
+interpreter); end on the signals meant for the daemon (SIGTERM, SIGINT and
+SIGHUP are ignored: it ends by itself once the daemon has).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import stat
+import sys
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
+
+TITLE = "smcrouted: janitor"
+FINISH_TIMEOUT = 5.0  # s the main process waits for the janitor at exit
+
+
+class Janitor:
+    """The running janitor, seen from the main process."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def finish(self, timeout: float = FINISH_TIMEOUT) -> list[str]:
+        """We are done (the helper has exited): let it clean up; what it removed."""
+        import subprocess
+
+        proc = self.proc
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return ["did not finish in time: killed"]
+        except OSError:
+            return []
+        return [line for line in out.decode(errors="replace").splitlines() if line]
+
+
+def start(helper_pid: int, ctlsock: str, pidfile: str) -> Janitor:
+    """Spawn the janitor for this (main) process and the helper `helper_pid`.
+
+    Must be called as root, before the privilege drop.  Raises OSError when it
+    cannot be started (no pidfd support, for instance).
+    """
+    import subprocess
+
+    from .caps import drop_parent_privileges
+    from .client import boot_argv
+
+    pidfd = os.pidfd_open(helper_pid)
+    argv = ["--helper-pidfd", str(pidfd), "--main-pid", str(os.getpid())]
+    argv += ["--ctlsock", os.path.abspath(ctlsock) if ctlsock else ""]
+    argv += ["--pidfile", os.path.abspath(pidfile) if pidfile else ""]
+    try:
+        proc = subprocess.Popen(
+            [*boot_argv("smcroute.privsep.janitor"), *argv],
+            pass_fds=[pidfd],
+            close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # uid 0 without a single capability, no-new-privs, securebits locked:
+            # the exec'd interpreter cannot gain any back.
+            preexec_fn=lambda: drop_parent_privileges(0, os.getgid(), "root"),
+        )
+    except subprocess.SubprocessError as e:
+        raise OSError(f"cannot drop the janitor's privileges: {e}") from None
+    finally:
+        os.close(pidfd)
+    return Janitor(proc)
+
+
+# --- the janitor process ----------------------------------------------------------
+
+
+def _wait(pidfd: int) -> None:
+    """Until the main process has closed our stdin and the helper has exited."""
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    waiting = {0, pidfd}
+    while waiting:
+        for fd, _ev in poller.poll():
+            if fd == 0:
+                try:
+                    more = os.read(0, 512)
+                except OSError:
+                    more = b""
+                if more:
+                    continue
+            poller.unregister(fd)
+            waiting.discard(fd)
+
+
+def _remove(path: str, ours: bool, what: str) -> str | None:
+    if not ours:
+        return None
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot remove the {what} {path}: {e.strerror}"
+    return f"removed the {what} {path}"
+
+
+def _socket_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISSOCK(st.st_mode) else None
+
+
+def _hold(path: str) -> int:
+    """An O_PATH handle on the socket file: while we hold it, its inode number
+    cannot be given to a newer daemon's socket at the same path."""
+    try:
+        return os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _names(path: str, pid: int) -> bool:
+    """The PID file at `path` still holds `pid` (and nothing else)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 64).strip() == str(pid).encode()
+    finally:
+        os.close(fd)
+
+
+def _report(out: IO[str], lines: list[str]) -> None:
+    with contextlib.suppress(OSError, ValueError):  # the main process may be gone
+        for line in lines:
+            out.write(line + "\n")
+        out.flush()
+
+
+def main(argv: list[str]) -> int:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        import prctl  # type: ignore[import-untyped, unused-ignore]
+
+        prctl.set_name("smcrouted-jan")
+        prctl.set_proctitle(TITLE)
+    except (ImportError, OSError, ValueError):
+        pass
+    opts = dict(zip(argv[::2], argv[1::2], strict=False))
+    try:
+        pidfd, main_pid = int(opts["--helper-pidfd"]), int(opts["--main-pid"])
+        ctlsock, pidfile = opts["--ctlsock"], opts["--pidfile"]
+    except (KeyError, ValueError):
+        usage = "--helper-pidfd FD --main-pid PID --ctlsock PATH --pidfile PATH"
+        sys.stderr.write(f"{TITLE}: usage: {usage}\n")
+        return 64
+    os.closerange(3, pidfd)
+    os.closerange(pidfd + 1, 1 << 16)
+    with contextlib.suppress(OSError):
+        os.chdir("/")
+    held = _hold(ctlsock) if ctlsock else -1
+    sock_id = _socket_id(ctlsock) if held >= 0 else None
+    if sock_id is not None and sock_id != (os.fstat(held).st_dev, os.fstat(held).st_ino):
+        sock_id = None  # replaced between the two calls: not ours
+    _wait(pidfd)
+    done = [
+        _remove(ctlsock, sock_id is not None and _socket_id(ctlsock) == sock_id, "control socket"),
+        _remove(pidfile, bool(pidfile) and _names(pidfile, main_pid), "PID file"),
+    ]
+    _report(sys.stdout, [line for line in done if line])
+    return 0
