@@ -205,7 +205,10 @@ class Daemon:
         except NetlinkError as e:
             log.error(f"cannot list interfaces: {e}")
             return
-        self.apply(self.engine.set_links(Link(li.index, li.name, li.flags) for li in links))
+        vanished, self.events.vanished = self.events.vanished, set()
+        self.apply(
+            self.engine.set_links((Link(li.index, li.name, li.flags) for li in links), vanished)
+        )
 
     # -- hooks ---------------------------------------------------------------
 

@@ -133,6 +133,7 @@ class Netlink:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, groups))
         self.seq = 0
+        self.vanished: set[int] = set()  # ifindexes of deleted devices (drain_events)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -179,7 +180,13 @@ class Netlink:
         return out
 
     def drain_events(self) -> bool:
-        """Read all pending event datagrams; True if any link changed (or we lost some)."""
+        """Read all pending event datagrams; True if any link changed (or we lost some).
+
+        The ifindexes of deleted devices collect in `vanished` (the caller
+        takes them): a device deleted and re-created under the same name and
+        ifindex before the rescan looks unchanged, yet the kernel dropped its
+        VIF.
+        """
         changed = False
         while True:
             try:
@@ -192,9 +199,13 @@ class Netlink:
                     continue
                 raise NetlinkError(f"netlink read failed: {os.strerror(e.errno or 0)}") from e
             try:
-                for kind, _payload in parse_messages(data):
+                for kind, payload in parse_messages(data):
                     if kind in (RTM_NEWLINK, RTM_DELLINK):
                         changed = True
+                    if kind == RTM_DELLINK and len(payload) >= _IFINFO.size:
+                        family, _type, index, _flags, _change = _IFINFO.unpack_from(payload)
+                        if family == socket.AF_UNSPEC and len(self.vanished) < 4096:
+                            self.vanished.add(index)  # bridge-port news are AF_BRIDGE
             except NetlinkError:
                 changed = True
 

@@ -265,9 +265,11 @@ class Topology:
         ns.sysctl(BASE_SYSCTLS)
         return ns
 
-    def veth(self, a: Netns, a_if: str, b: Netns, b_if: str) -> Link:
-        """Create a veth pair with one end in each namespace (never in the host)."""
-        a.ip("link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name)
+    def veth(self, a: Netns, a_if: str, b: Netns, b_if: str, index: int | None = None) -> Link:
+        """Create a veth pair with one end in each namespace (never in the host);
+        ``index``: the ifindex of ``a_if`` (default: the kernel picks one)."""
+        at = ["index", str(index)] if index is not None else []
+        a.ip("link", "add", a_if, *at, "type", "veth", "peer", "name", b_if, "netns", b.name)
         link = Link(a, a_if, b, b_if)
         self.links.append(link)
         return link

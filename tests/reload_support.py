@@ -111,10 +111,18 @@ def sighup_and_wait(d: Daemon, log_marker: str = "reload") -> None:
     )
 
 
-def add_veth(topo: RouterTopology, router_if: str, peer: Netns, peer_if: str, net: int) -> None:
+def add_veth(
+    topo: RouterTopology,
+    router_if: str,
+    peer: Netns,
+    peer_if: str,
+    net: int,
+    index: int | None = None,
+) -> None:
     """Create ``router_if`` in the router (peer end ``peer_if`` in ``peer``), address it
-    like the topology does (10.0.NET.0/24, fd00:NET::/64) and wait until it is usable."""
-    topo.veth(topo.router, router_if, peer, peer_if)
+    like the topology does (10.0.NET.0/24, fd00:NET::/64) and wait until it is usable.
+    ``index``: its ifindex (default: a new one)."""
+    topo.veth(topo.router, router_if, peer, peer_if, index)
     topo.router.ip_batch(
         [
             f"addr add {topo.addr(net, 1)}/24 dev {router_if}",

@@ -299,7 +299,8 @@ def test_pending_routes_activate_when_links_appear(topology: Topo, family: int) 
         + f"mgroup from b1 group {jgrp(family, 1)}\n"
     )
     d = start_daemon(R, conf, topo=topo)
-    assert kernel(R, family) == expect(topo, family, {1: ("a2",)})
+    # route 2's inbound interface exists: it is in the kernel without OIFs
+    assert kernel(R, family) == expect(topo, family, {1: ("a2",), 2: ()})
     src = topo.source(family)
     text = d.ctl("-p", "show", "pending").stdout
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("=")]
@@ -338,37 +339,66 @@ def test_pending_routes_activate_when_links_appear(topology: Topo, family: int) 
     assert "reloading" not in d.log()
 
 
+@pytest.mark.parametrize(
+    "index", ["new", "same", "at-once"], ids=["new-ifindex", "same-ifindex", "same-at-once"]
+)
 @pytest.mark.parametrize("which", ["inbound", "outbound"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_interface_deleted_and_recreated(topology: Topo, family: int, which: str) -> None:
+def test_interface_deleted_and_recreated(
+    topology: Topo, family: int, which: str, index: str
+) -> None:
+    """An interface that vanishes takes only itself out of the routes.
+
+    Route 1 (a1 -> a2 a3) keeps forwarding to a3 while a2 is gone; route 2
+    (a1 -> a2, its only OIF) stays in the kernel with its inbound interface
+    and no OIFs; both stay configured (`show`).  An inbound interface that
+    vanishes takes its routes out of the kernel (no VIF, no entry).  When the
+    interface comes back, with a new or the same ifindex, every route that
+    names it gets it back, with no reload.
+    """
     topo = topology(2)
     R = topo.router
-    conf = mroute(topo, family, 1, "a1", "a2", "a3") + f"mgroup from a2 group {jgrp(family, 1)}\n"
+    conf = (
+        mroute(topo, family, 1, "a1", "a2", "a3")
+        + mroute(topo, family, 2, "a1", "a2")
+        + f"mgroup from a2 group {jgrp(family, 1)}\n"
+    )
     d = start_daemon(R, conf, topo=topo)
+    both = expect(topo, family, {1: ("a2", "a3"), 2: ("a2",)})
+    assert kernel(R, family) == both
     assert forwarded(topo, family, 1, 0) == 10
     gone, peer, peer_if, net = (
         ("a1", topo.sender, "s0", 1) if which == "inbound" else ("a2", topo.receivers[0], "r0", 2)
     )
     old_index = R.ifindex(gone)
     R.ip("link", "del", gone)  # also removes the peer's end
+    if index == "at-once":  # re-created before the daemon's next rescan, same ifindex
+        add_veth(topo, gone, peer, peer_if, net, old_index)
+        wait_until(lambda: kernel(R, family) == both, timeout=30, what="routes restored")
+        assert forwarded(topo, family, 1, 0) == 10
+        assert forwarded(topo, family, 2, 0) == 10
+        return
     # no entry keeps using the vanished VIF (its number could be reused)
-    left = {} if which == "inbound" else expect(topo, family, {1: ("a3",)})
-    wait_until(lambda: kernel(R, family) == left, timeout=30, what=f"route without {gone}")
+    left = {} if which == "inbound" else expect(topo, family, {1: ("a3",), 2: ()})
+    wait_until(lambda: kernel(R, family) == left, timeout=30, what=f"routes without {gone}")
     assert gone not in {v.name for v in read_vifs(R, family)}
-    src, g = topo.source(family), grp(family, 1)
+    if which == "outbound":
+        assert forwarded(topo, family, 1, 1) == 10  # the other OIF keeps forwarding
+    src = topo.source(family)
     pending = d.ctl("-p", "show", "pending").stdout.splitlines()
-    assert f"mroute  from a1 source {src} group {g} to a2 a3" in pending
+    assert f"mroute  from a1 source {src} group {grp(family, 1)} to a2 a3" in pending
+    assert f"mroute  from a1 source {src} group {grp(family, 2)} to a2" in pending
     assert (f"mgroup  from a2 group {jgrp(family, 1)}" in pending) == (gone == "a2")
-    add_veth(topo, gone, peer, peer_if, net)
-    assert R.ifindex(gone) != old_index
-    wait_until(
-        lambda: kernel(R, family) == expect(topo, family, {1: ("a2", "a3")}),
-        timeout=30,
-        what="route restored",
-    )
+    configured = json.loads(d.ctl("-j", "show").stdout)["routes"]["ssm"]
+    assert sorted(r["group"] for r in configured) == sorted([grp(family, 1), grp(family, 2)])
+    add_veth(topo, gone, peer, peer_if, net, old_index if index == "same" else None)
+    assert (R.ifindex(gone) == old_index) == (index == "same")
+    wait_until(lambda: kernel(R, family) == both, timeout=30, what="routes restored")
     assert ("a2", jgrp(family, 1)) in memberships(R, family, GPREFIX[family])
     assert forwarded(topo, family, 1, 0) == 10
     assert forwarded(topo, family, 1, 1) == 10
+    assert forwarded(topo, family, 2, 0) == 10
+    assert "reloading" not in d.log()
 
 
 @pytest.mark.parametrize("family", FAMILIES)

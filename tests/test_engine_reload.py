@@ -54,6 +54,51 @@ def test_renamed_to_a_configured_name_moves_the_vif() -> None:
     ops = e.set_links([Link(2, "a1", M), Link(3, "a4", M)])
     vif_ops = [o for o in ops if isinstance(o, AddVif | DelVif)]
     assert vif_ops == [DelVif(4, 1, 3, "a2"), AddVif(4, 1, 3, 1, "a4")]
-    # r1 lost its only OIF (pending): its entry goes before VIF 1 changes hands
-    assert ops.index(DelMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0)) < ops.index(vif_ops[0])
+    # r1 lost its only OIF (pending): its entry is rewritten without outputs
+    # (kept, with its inbound interface) before VIF 1 changes hands
+    assert ops.index(AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ())) < ops.index(vif_ops[0])
     assert ops[-1] == AddMfc(4, A("10.0.0.2"), A("225.1.1.2"), 0, ((1, 1),))
+
+
+def test_only_outbound_interface_vanishes_and_returns() -> None:
+    """The route stays in the kernel with its inbound interface and no outputs
+    (as the original does), and gets its OIF back when the link returns, with
+    a new ifindex or the same one (deleted and re-created between two scans)."""
+    e = Engine(families=(4,))
+    e.set_links([Link(2, "a1", M), Link(3, "a2", M), Link(4, "a3", M)])
+    r1 = route("a1", "10.0.0.1", "225.1.1.1", "a2")
+    r2 = route("a1", "10.0.0.2", "225.1.1.2", "a2", "a3")
+    e.load_config(Config(routes=[r1, r2]))
+    ops = e.set_links([Link(2, "a1", M), Link(4, "a3", M)])
+    assert ops == [
+        AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ()),
+        AddMfc(4, A("10.0.0.2"), A("225.1.1.2"), 0, ((2, 1),)),
+    ]  # no DelVif: the kernel dropped the deleted device's VIF itself
+    assert e.routes and [r for r in e.pending()] == [r1, r2]
+    ops = e.set_links([Link(2, "a1", M), Link(7, "a2", M), Link(4, "a3", M)])
+    assert ops == [
+        AddVif(4, 1, 7, 1, "a2"),
+        AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ((1, 1),)),
+        AddMfc(4, A("10.0.0.2"), A("225.1.1.2"), 0, ((1, 1), (2, 1))),
+    ]
+    # deleted and re-created with the same ifindex before the next scan
+    same = [Link(2, "a1", M), Link(7, "a2", M), Link(4, "a3", M)]
+    assert e.set_links(same) == []
+    ops = e.set_links(same, vanished=[7])
+    assert AddVif(4, 1, 7, 1, "a2") in ops
+    assert ops[-2:] == [
+        AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ((1, 1),)),
+        AddMfc(4, A("10.0.0.2"), A("225.1.1.2"), 0, ((1, 1), (2, 1))),
+    ]
+
+
+def test_inbound_interface_vanishes_and_returns() -> None:
+    e = Engine(families=(4,))
+    e.set_links([Link(2, "a1", M), Link(3, "a2", M)])
+    r1 = route("a1", "10.0.0.1", "225.1.1.1", "a2")
+    e.load_config(Config(routes=[r1]))
+    ops = e.set_links([Link(3, "a2", M)])
+    assert ops == [DelMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0)]  # no VIF, no entry
+    assert e.routes and e.pending() == [r1]
+    ops = e.set_links([Link(9, "a1", M), Link(3, "a2", M)])
+    assert ops == [AddVif(4, 0, 9, 1, "a1"), AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ((1, 1),))]

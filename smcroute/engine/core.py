@@ -190,13 +190,25 @@ class Engine:
         self._reindex()
         return self.reconcile()
 
-    def set_links(self, links: Iterable[Link]) -> list[Op]:
-        """A fresh view of the system's interfaces (netlink rescan)."""
+    def set_links(self, links: Iterable[Link], vanished: Iterable[int] = ()) -> list[Op]:
+        """A fresh view of the system's interfaces (netlink rescan).
+
+        `vanished`: ifindexes netlink reported deleted since the last view.
+        An interface deleted and re-created with the same name and ifindex
+        between two views looks unchanged, but the kernel dropped its VIF:
+        such a link is first taken out, then put back, so every route that
+        names it gets it back.
+        """
         new = {link.name: link for link in links}
+        ops: list[Op] = []
+        gone = set(vanished)
+        if gone and any(link.index in gone for link in self.links.values()):
+            self.links = {n: link for n, link in self.links.items() if link.index not in gone}
+            ops = self.reconcile()
         if new == self.links:
-            return []
+            return ops
         self.links = new
-        return self.reconcile()
+        return ops + self.reconcile()
 
     def add_route(self, r: MRoute) -> list[Op]:
         """`smcroutectl add`: a new route, or more OIFs for an existing one."""
@@ -613,9 +625,10 @@ class Engine:
         v = self.vifs[r.family].get(r.iif)
         m: Mfc | None = None
         if v is not None:
-            ttls = self._ttls(r.family, r.iif, r.oifs)
-            if ttls or not r.oifs or any(o in self.links for o in r.oifs):
-                m = Mfc(v.vif, ttls, "rule")  # else every OIF missing: pending, not a stop filter
+            # Every OIF missing (vanished, or not there yet) still leaves the
+            # entry with its inbound interface and no outputs, as the original
+            # does: the route stays configured, the OIFs come back with their links.
+            m = Mfc(v.vif, self._ttls(r.family, r.iif, r.oifs), "rule")
         self._rule_memo[memo] = m
         return m
 
