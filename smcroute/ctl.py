@@ -98,13 +98,20 @@ COMMANDS: dict[str, Cmd] = {
             "show routes (default), joined groups, interfaces or pending directives",
         ),
         Cmd("flush", 0, 0, "", "Drop the (*,G) routes learned from templates, now."),
-        Cmd("reload", 0, 0, "", "Re-read the configuration file, like SIGHUP."),
+        Cmd(
+            "reload",
+            0,
+            0,
+            "",
+            "Re-read the configuration file, like SIGHUP.  Also spelt 'restart'.",
+            brief="re-read the configuration file, like SIGHUP (also: restart)",
+        ),
         Cmd("kill", 0, 0, "", "Stop the daemon, like SIGTERM."),
         Cmd("help", 0, 1, "[COMMAND]", "Show this text, or help on one command.", "help add"),
         Cmd("version", 0, 0, "", "Show the program version."),
     )
 }
-ALIASES = {"rem": "remove", "del": "remove", "delete": "remove"}
+ALIASES = {"rem": "remove", "del": "remove", "delete": "remove", "restart": "reload"}
 LOCAL = frozenset({"help", "version"})
 
 

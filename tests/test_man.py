@@ -25,7 +25,7 @@ CTL_OPTIONS = "bdjptiuv"
 EXIT_CODES = ["0", "64", "69", "70", "71", "76", "77", "78"]
 CTL_COMMANDS = [
     "add", "remove", "rem", "del", "join", "leave", "show", "flush",
-    "reload", "kill", "help", "version",
+    "reload", "restart", "kill", "help", "version",
     "routes", "groups", "interfaces", "pending",
 ]  # fmt: skip
 DIRECTIVES = [
