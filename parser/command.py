@@ -11,8 +11,11 @@ code as smcroute.conf (`semantics.py`), so a route accepted on the command
 line is exactly one the configuration file would accept.  The structure is
 positional, not keyword-driven, so lark is not involved here.
 
-Must not do I/O and must raise nothing but ParseError.  Warnings (for example
-host bits masked) are not reported: the result carries the corrected values.
+Must not do I/O and must raise nothing but ParseError.  Warnings are the
+ones `-F` gives for the same words in a file (host bits masked, an outbound
+interface equal to the inbound one, a group the kernel never routes...);
+they go to the caller's `warnings` list, and the result carries the
+corrected values.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .semantics import (
     Bad,
     check_ifname,
     count_joins,
+    never_forwarded_warning,
     oif_problems,
     parse_address,
     parse_group,
@@ -52,16 +56,21 @@ def _is_address(word: str) -> bool:
     return True
 
 
-def parse_command(cmd: str, args: list[str]) -> MRoute | MGroup:
+def parse_command(cmd: str, args: list[str], warnings: list[str] | None = None) -> MRoute | MGroup:
+    """Model object for the arguments; warnings are appended to `warnings`."""
+    warn: list[str] = []
     try:
-        return _parse(cmd, args)
+        obj = _parse(cmd, args, warn)
     except ParseError:
         raise
     except Exception as e:  # pragma: no cover - a bug must not kill the control server
         raise ParseError(f"{cmd}: cannot parse arguments ({type(e).__name__}: {e})") from None
+    if warnings is not None:
+        warnings.extend(warn)
+    return obj
 
 
-def _parse(cmd: str, args: list[str]) -> MRoute | MGroup:
+def _parse(cmd: str, args: list[str], warn: list[str]) -> MRoute | MGroup:
     if cmd not in _USAGE:
         raise ParseError(f"unknown command {q(cmd)}; expected add, remove, join or leave")
     usage = f"usage: {_USAGE[cmd]}"
@@ -83,7 +92,6 @@ def _parse(cmd: str, args: list[str]) -> MRoute | MGroup:
     else:
         src_word, grp_word, oif_words = None, rest[0], rest[1:]
     errors: list[str] = []
-    warn: list[str] = []
     try:
         check_ifname(iif, "inbound interface")
     except Bad as e:
@@ -124,4 +132,6 @@ def _parse(cmd: str, args: list[str]) -> MRoute | MGroup:
     oifs = oif_problems(iif, oif_words, errors, warn)
     if errors:
         raise ParseError(f"{cmd}: {errors[0]}")
+    if cmd == "add":
+        never_forwarded_warning(group, glen, warn)
     return MRoute(iif, source, slen, group, glen, oifs, IPC)

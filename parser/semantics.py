@@ -309,6 +309,13 @@ def _never_forwarded(group: Address, group_len: int) -> str | None:
     return None
 
 
+def never_forwarded_warning(group: Address, group_len: int, warn: list[str]) -> None:
+    """A route for a group the kernel never routes works as written, uselessly."""
+    why = _never_forwarded(group, group_len)
+    if why:
+        warn.append(f"group {fmt_prefix(group, group_len)}: {why}; the kernel never forwards it")
+
+
 Directive = Phyint | MGroup | MRoute
 
 _PART = {"from": "'from IFNAME'", "group": "'group GROUP'", "source": "'source ADDR'"}
@@ -403,9 +410,7 @@ def _group_or_route(
     if errors or group is None:
         return None
     if kind == "mroute":
-        why = _never_forwarded(group, glen)
-        if why:
-            warn.append(f"group {fmt_prefix(group, glen)}: {why}; the kernel never forwards it")
+        never_forwarded_warning(group, glen, warn)
         return MRoute(iif, source, slen, group, glen, oifs, where)
     n = count_joins(source, slen, group, glen)
     if n > MAX_JOINS:

@@ -242,16 +242,26 @@ class Daemon:
 
     def _dispatch(self, req: Request) -> Any:
         cmd, args = req.cmd, req.args
-        if cmd in ("add", "remove"):
-            r = parse_command(cmd, list(args))
-            assert isinstance(r, MRoute)
-            ops = self.engine.add_route(r) if cmd == "add" else self.engine.remove_route(r)
-            return self._result(ops)
-        if cmd in ("join", "leave"):
-            g = parse_command(cmd, list(args))
-            assert isinstance(g, MGroup)
-            ops = self.engine.join(g) if cmd == "join" else self.engine.leave(g)
-            return self._result(ops)
+        if cmd in ("add", "remove", "join", "leave"):
+            # The warnings -F gives for the same words in a file go back to the
+            # person who typed the command (stderr, exit 0 if it still worked)
+            # and into the log.
+            warnings: list[str] = []
+            obj = parse_command(cmd, list(args), warnings)
+            if cmd == "add":
+                assert isinstance(obj, MRoute)
+                ops = self.engine.add_route(obj)
+            elif cmd == "remove":
+                assert isinstance(obj, MRoute)
+                ops = self.engine.remove_route(obj)
+            else:
+                assert isinstance(obj, MGroup)
+                ops = self.engine.join(obj) if cmd == "join" else self.engine.leave(obj)
+            warnings += [text for level, text in self.engine.messages if level == "warning"]
+            for w in warnings:
+                log.warning(f"smcroutectl {cmd} {' '.join(args)}: {w}")
+            self.engine.messages[:] = [m for m in self.engine.messages if m[0] != "warning"]
+            return self._result(ops, warnings)
         if cmd == "show":
             what = args[0] if args else "routes"
             doc = self.show(what, req.detail)
@@ -273,11 +283,11 @@ class Daemon:
             return None
         raise EngineError(f"unknown command {cmd!r}")
 
-    def _result(self, ops: Sequence[Op]) -> Any:
+    def _result(self, ops: Sequence[Op], warnings: Sequence[str] = ()) -> Any:
         failures = self.apply(ops)
         if failures:
-            return Response.failure("\n".join(failures))
-        return None
+            return Response.failure("\n".join(failures), warnings)
+        return Response.success(None, warnings) if warnings else None
 
     # -- reload --------------------------------------------------------------
 

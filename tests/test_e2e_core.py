@@ -181,6 +181,49 @@ def test_ctl_errors_are_clear(
     assert d.running()
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_ctl_warnings_reach_stderr_and_the_log(
+    family: int, topology: Callable[..., RouterTopology], ours: Callable[..., Daemon]
+) -> None:
+    """What -F warns about in a file, smcroutectl add/join print on stderr
+    (exit 0: the route or join is still made) and the daemon logs."""
+    topo = topology(2)
+    src = topo.source(family)
+    v4 = family == 4
+    g, g2 = ("225.4.4.4", "225.4.4.5") if v4 else ("ff2e::44", "ff2e::45")
+    ll = "224.0.0.77" if v4 else "ff02::77"
+    wide = "225.4.5.6/24" if v4 else "ff2e::4:5:6/112"
+    few = "225.4.6.7/30" if v4 else "ff2e::4:6:7/126"
+    d = ours(topo.router, "")
+    cases = [
+        (["add", "a1", src, g, "a1", "a2"], "outbound interface a1 is also the inbound interface"),
+        (["add", "a1", src, ll, "a2"], "the kernel never forwards it"),
+        (["add", "a1", wide, "a2"], "has host bits set; using"),
+        (["add", "a3", src, g, "a2"], "is already routed from a1"),
+        (["join", "a2", few], "has host bits set; using"),
+        (["add", "a1", src, g2, "a2", "a2"], "outbound interface a2 is listed more than once"),
+    ]
+    for argv, needle in cases:
+        r = d.ctl(*argv, check=False)
+        assert r.returncode == 0, (argv, r.stderr)
+        lines = r.stderr.splitlines()
+        assert any(
+            line.startswith("smcroutectl: warning: ") and needle in line for line in lines
+        ), (argv, r.stderr)
+        assert f"smcroutectl {argv[0]} {' '.join(argv[1:])}: " in d.log()
+        assert needle in d.log()
+    rows = routes(topo, family)
+    assert (src, g, "a3", ("a2",)) in rows  # the later inbound interface wins
+    assert (src, g2, "a1", ("a2",)) in rows
+    assert (src, ll, "a1", ("a2",)) in rows  # installed as asked, uselessly
+    # a batch names the line
+    r = d.ctl("-b", check=False, input=f"add a1 {src} {g2} a3 a1\n")
+    assert r.returncode == 0 and "line 1: warning: " in r.stderr, r.stderr
+    # no warning, no noise
+    r = d.ctl("add", "a1", src, g2, "a3", check=False)
+    assert r.returncode == 0 and r.stderr == ""
+
+
 def test_show_formats(topology: Callable[..., RouterTopology], ours: Callable[..., Daemon]) -> None:
     topo = topology(2)
     src = topo.source4

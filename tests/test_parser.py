@@ -815,3 +815,23 @@ def test_shipped_example_config_is_valid_when_uncommented() -> None:
     cfg, probs = parse_text(text, str(example))
     assert probs == []
     assert cfg.routes and cfg.groups and cfg.phyints
+
+
+def test_command_warnings_are_the_ones_a_file_gets() -> None:
+    from smcroute.parser import parse_command, parse_text
+
+    cases = [
+        (["a1", "10.0.0.1", "225.1.1.1", "a1", "a2"], "also the inbound interface"),
+        (["a1", "10.0.0.1", "224.0.0.9", "a2"], "the kernel never forwards it"),
+        (["a1", "225.1.1.1/24", "a2"], "has host bits set; using 225.1.1.0/24"),
+    ]
+    for args, needle in cases:
+        warnings: list[str] = []
+        parse_command("add", args, warnings)
+        assert len(warnings) == 1 and needle in warnings[0], (args, warnings)
+        src = f"source {args[1]} " if len(args) > 3 and "/" not in args[1] else ""
+        grp = args[2] if src else args[1]
+        oifs = " ".join(args[3:] if src else args[2:])
+        _, problems = parse_text(f"mroute from {args[0]} {src}group {grp} to {oifs}\n", "f")
+        assert [p.message for p in problems] == warnings
+    assert parse_command("add", ["a1", "225.1.1.1", "a2"], (w := [])) and w == []

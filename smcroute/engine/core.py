@@ -220,6 +220,17 @@ class Engine:
             if len(oifs) > MAX_OIFS:
                 raise EngineError(f"{r.sg()}: more than {MAX_OIFS} outbound interfaces")
             r = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.where)
+        elif not r.is_template:
+            other = next(
+                (x for x in self._exact.get((r.family, r.source, r.group), []) if x.iif != r.iif),
+                None,
+            )
+            if other is not None:
+                self._msg(
+                    "warning",
+                    f"{r.sg()} is already routed from {other.iif}; a source and group can have "
+                    f"only one inbound interface, this route from {r.iif} wins",
+                )
         self.routes[key] = r
         return self._route_changed(r, old)
 
