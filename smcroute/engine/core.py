@@ -221,10 +221,9 @@ class Engine:
                 raise EngineError(f"{r.sg()}: more than {MAX_OIFS} outbound interfaces")
             r = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.where)
         elif not r.is_template:
-            other = next(
-                (x for x in self._exact.get((r.family, r.source, r.group), []) if x.iif != r.iif),
-                None,
-            )
+            have = self._exact.get((r.family, r.source, r.group), [])
+            others = have if isinstance(have, list) else [have]
+            other = next((x for x in others if x.iif != r.iif), None)
             if other is not None:
                 self._msg(
                     "warning",
