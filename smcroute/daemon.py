@@ -40,6 +40,7 @@ from smcroute.parser import ParseError, parse_command, parse_file
 from smcroute.privsep.client import Helper, HelperGone
 from smcroute.privsep.proto import Upcall
 from smcroute.show import document as show_document
+from smcroute.show import render_routes
 
 # Upcalls handled per round: under a flood each kernel write can cost a
 # fraction of a millisecond, and the control socket is served between rounds.
@@ -264,12 +265,9 @@ class Daemon:
             return self._result(ops, warnings)
         if cmd == "show":
             what = args[0] if args else "routes"
-            doc = self.show(what, req.detail)
             if req.format is None:
-                return doc
-            with bulk():  # rendered here, the client only copies bytes
-                text = render(what, doc, req.format, detail=req.detail)
-            return Response.success(text=text.encode("utf-8"))
+                return self.show(what, req.detail)
+            return Response.success(text=self.show_text(what, req.detail, req.format))
         if cmd == "flush":
             return self._result(self.engine.flush())
         if cmd == "reload":
@@ -337,6 +335,15 @@ class Daemon:
         with bulk():
             counters = self.counters() if detail and what == "routes" else {}
             return show_document(self.engine, what, detail, counters)
+
+    def show_text(self, what: str, detail: bool, fmt: str) -> bytes:
+        """`show` rendered as smcroutectl prints it (the client only copies bytes)."""
+        with bulk():
+            if what == "routes":
+                counters = self.counters() if detail else {}
+                return render_routes(self.engine, fmt, detail, counters).encode("utf-8")
+            doc = show_document(self.engine, what, detail, {})
+            return render(what, doc, fmt, detail=detail).encode("utf-8")
 
     # -- the loop ---------------------------------------------------------------
 

@@ -136,12 +136,11 @@ class MRoute:
 
     @property
     def is_template(self) -> bool:
-        return (
-            self.source is None
-            or self.source_len != full_len(self.source)
-            or self.group_len != full_len(self.group)
-            or is_wildcard(self.iif)
-        )
+        # Spelt out (no .version, no helpers): the engine and show ask it often.
+        if self.source is None or self.iif[-1:] == "+":
+            return True
+        full = 32 if type(self.group) is IPv4Address else 128
+        return self.source_len != full or self.group_len != full
 
     def sg(self) -> str:
         return fmt_sg(self.source, self.source_len, self.group, self.group_len)

@@ -32,9 +32,12 @@ from typing import Any
 __all__ = [
     "RULE_WIDTH",
     "OutputError",
+    "RouteRow",
     "format_json",
     "format_show",
     "render",
+    "routes_json",
+    "routes_text",
     "strip_counters",
 ]
 
@@ -160,40 +163,130 @@ class _Out:
 # --- tables --------------------------------------------------------------------
 
 
+Formatted = list[list[tuple[str, str, str, str, str]]]  # per table: (sg, iif, pk, by, oifs)
+RouteRow = tuple[str | None, str, str, Sequence[str], Any, Any]
+"""One route as `show` knows it: source text (None: any), group text, IIF,
+OIFs, packets, bytes (counters only matter with detail)."""
+
+
 def _routes(data: Any, out: _Out, detail: bool) -> None:
     routes = _obj(_obj(data, "routes reply").get("routes"), "routes")
-    tables = [(title, _list(routes.get(key), f"routes.{key}")) for key, title in ROUTE_TABLES]
-    rows: list[tuple[str, list[tuple[str, str, str, str, str]]]] = []
-    longest = 0
-    for title, entries in tables:
+    rows: Formatted = []
+    for key, _title in ROUTE_TABLES:
         formatted = []
-        for e in entries:
+        for e in _list(routes.get(key), f"routes.{key}"):
             r = _obj(e, "route")
             iif = _str(r.get("iif"), "route iif")
             oifs = " ".join(_str(o, "route oif") for o in _list(r.get("oifs"), "route oifs"))
             packets = _count(r.get("packets"), "route packets") if detail else ""
             nbytes = _count(r.get("bytes"), "route bytes") if detail else ""
             formatted.append((_sg(r, "route"), iif, packets, nbytes, oifs))
-            longest = max(longest, len(iif))
-        rows.append((title, formatted))
+        rows.append(formatted)
+    _route_layout(rows, out, detail)
+
+
+def _route_layout(
+    rows: list[list[tuple[str, str, str, str, str]]], out: _Out, detail: bool
+) -> None:
+    """The three route tables from formatted (sg, iif, packets, bytes, oifs) rows."""
+    longest = max((len(r[1]) for table in rows for r in table), default=0)
     iif_width = max(MIN_IIF, longest + 1)
-
-    def line(sg: str, iif: str, packets: str, nbytes: str, oifs: str) -> str:
-        if detail:
-            iif_col = iif.ljust(iif_width - 1)
-            mid = f"{packets:>{COUNTER_WIDTH}} {nbytes:>{COUNTER_WIDTH}}  "
-        else:
-            iif_col = iif.ljust(iif_width - 1) + " "
-            mid = ""
-        return _first(sg) + iif_col + mid + oifs
-
-    for title, formatted in rows:
-        if not formatted:
+    if detail:
+        pad = iif_width - 1
+        lines = [
+            f"{sg:<{FIRST_COL - 1}} {iif:<{pad}}{pk:>{COUNTER_WIDTH}} {by:>{COUNTER_WIDTH}}  {o}"
+            for table in rows
+            for sg, iif, pk, by, o in table
+        ]
+    else:
+        pad = iif_width - 1
+        lines = [
+            f"{sg:<{FIRST_COL - 1}} {iif:<{pad}} {o}"
+            for table in rows
+            for sg, iif, _p, _b, o in table
+        ]
+    header = (
+        _first("ROUTE (S,G)")
+        + "IIF".ljust(pad)
+        + (f"{'PACKETS':>{COUNTER_WIDTH}} {'BYTES':>{COUNTER_WIDTH}}  " if detail else " ")
+        + "OIFS"
+    )
+    i = 0
+    for (_key, title), table in zip(ROUTE_TABLES, rows, strict=True):
+        if not table:
             continue
         out.title(title)
-        out.header(line("ROUTE (S,G)", "IIF", "PACKETS", "BYTES", "OIFS"))
-        for row in formatted:
-            out.row(line(*row))
+        out.header(header)
+        out.lines += [line.rstrip() for line in lines[i : i + len(table)]]
+        i += len(table)
+
+
+def routes_text(
+    tables: Sequence[Sequence[RouteRow]], *, detail: bool, plain: bool, headings: bool
+) -> str:
+    """`show routes` from the daemon's own rows (asm, ssm, kernel): what
+    `format_show` makes of the same routes as a document."""
+    names: dict[str, str] = {}
+
+    def name(n: str) -> str:
+        c = names.get(n)
+        if c is None:
+            c = names[n] = _clean(n)
+        return c
+
+    oifs_text: dict[tuple[str, ...], str] = {}
+    rows = []
+    for table in tables:
+        formatted = []
+        for source, group, iif, oifs, packets, nbytes in table:
+            key = tuple(oifs)
+            o = oifs_text.get(key)
+            if o is None:
+                o = oifs_text[key] = " ".join(name(x) for x in key)
+            # Addresses come from ipaddress/inet_ntop: no control characters.
+            sg = f"({source}, {group})" if source is not None else f"(*, {group})"
+            if detail:
+                formatted.append((sg, name(iif), str(int(packets)), str(int(nbytes)), o))
+            else:
+                formatted.append((sg, name(iif), "", "", o))
+        rows.append(formatted)
+    out = _Out(plain, headings)
+    _route_layout(rows, out, detail)
+    return out.text()
+
+
+_ROUTE_KEYS = ("source", "group", "iif", "oifs", "packets", "bytes")
+
+
+def routes_json(tables: Sequence[Sequence[RouteRow]], *, detail: bool) -> str:
+    """`show -j routes` from the daemon's own rows: byte for byte what
+    `format_json` prints for the same routes (json.dumps, indent 2)."""
+    from _json import encode_basestring_ascii as q
+
+    i6, i8, i10 = " " * 6, " " * 8, " " * 10
+    oifs_json: dict[tuple[str, ...], str] = {}
+    parts = []
+    for (key, _title), table in zip(ROUTE_TABLES, tables, strict=True):
+        if not table:
+            parts.append(f'    "{key}": []')
+            continue
+        objs = []
+        for source, group, iif, oifs, packets, nbytes in table:
+            t = tuple(oifs)
+            o = oifs_json.get(t)
+            if o is None:
+                inner = f",\n{i10}".join(q(x) for x in t)
+                o = oifs_json[t] = f"[\n{i10}{inner}\n{i8}]" if t else "[]"
+            src = "null" if source is None else q(source)
+            obj = (
+                f'{i6}{{\n{i8}"source": {src},\n{i8}"group": {q(group)},\n'
+                f'{i8}"iif": {q(iif)},\n{i8}"oifs": {o}'
+            )
+            if detail:
+                obj += f',\n{i8}"packets": {int(packets)},\n{i8}"bytes": {int(nbytes)}'
+            objs.append(obj + f"\n{i6}}}")
+        parts.append(f'    "{key}": [\n' + ",\n".join(objs) + "\n    ]")
+    return '{\n  "routes": {\n' + ",\n".join(parts) + "\n  }\n}\n"
 
 
 def _groups(data: Any, out: _Out, detail: bool) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from smcroute.engine.ops import (
     AddMfc,
@@ -111,8 +111,7 @@ class Learned:
     last_packets: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class KernelRow:
+class KernelRow(NamedTuple):  # a NamedTuple: show builds one per kernel entry, fast
     family: int
     source: Address | None
     group: Address
@@ -351,19 +350,17 @@ class Engine:
 
     def kernel_rows(self) -> list[KernelRow]:
         names = {fam: {v.vif: v.name for v in vifs.values()} for fam, vifs in self.vifs.items()}
+        # Interface names per (family, entry value): rules share their Mfc values
+        # (by identity: hashing an Mfc is slow; each stays alive in self.mfc).
+        ifs: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
         rows = []
         for (fam, src, grp), m in self.mfc.items():
-            n = names.get(fam, {})
-            rows.append(
-                KernelRow(
-                    fam,
-                    src,
-                    grp,
-                    n.get(m.parent, "?"),
-                    tuple(n.get(v, "?") for v, _ in m.ttls),
-                    m.kind,
-                )
-            )
+            k = (fam, id(m))
+            have = ifs.get(k)
+            if have is None:
+                n = names.get(fam, {})
+                have = ifs[k] = (n.get(m.parent, "?"), tuple(n.get(v, "?") for v, _ in m.ttls))
+            rows.append(KernelRow(fam, src, grp, have[0], have[1], m.kind))
         return rows
 
     def template_for(self, family: int, iif: str, source: Address, group: Address) -> MRoute | None:

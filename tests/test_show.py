@@ -1,0 +1,89 @@
+"""`smcroute.show`: the daemon renders `show routes` from its rows; the bytes must
+be exactly what `smcroute.output` prints for the same routes as a document."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import ip_address
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_engine import engine, route
+
+from smcroute.engine.core import NOCACHE, Engine, Link
+from smcroute.model import Config
+from smcroute.output import ROUTE_TABLES, RouteRow, render, routes_json
+from smcroute.show import document, render_routes
+
+A = ip_address
+
+
+def busy_engine() -> Engine:
+    """Templates (prefix, wildcard, IPv6), rules, learned entries, stop filters,
+    a pending route, an interface name with a control character."""
+    e = engine("a1", "a2", "a3", "eth\x01x", "a-very-long-interface")
+    e.load_config(
+        Config(
+            routes=[
+                route("a1", None, "225.3.3.0", "a2", "a3", glen=24),
+                route("a+", "10.1.0.0", "225.4.0.0", "a3", slen=16, glen=16),
+                route("a1", None, "ff2e::10", "a2"),
+                route("a1", "10.0.0.5", "225.4.4.4", "a2"),
+                route("a-very-long-interface", "10.0.0.6", "225.4.4.5", "eth\x01x", "a1"),
+                route("a2", "fd00::5", "ff2e::5", "a1", "a3"),
+                route("a1", "10.0.0.7", "225.4.4.7", "wg0"),  # pending: no wg0
+            ]
+        )
+    )
+    for i in range(1, 6):
+        e.upcall(4, NOCACHE, 0, A(f"10.0.0.{i + 20}"), A("225.3.3.7"), 0.0)  # learned
+    e.upcall(4, NOCACHE, 0, A("10.0.0.99"), A("226.1.1.1"), 0.0)  # stop filter
+    e.upcall(6, NOCACHE, 0, A("fd00::9"), A("ff2e::10"), 0.0)
+    return e
+
+
+@pytest.mark.parametrize("fmt", ["text", "ansi", "rows", "json"])
+@pytest.mark.parametrize("detail", [False, True])
+def test_rows_render_as_the_document_does(fmt: str, detail: bool) -> None:
+    e = busy_engine()
+    counters = {k: (i * 7, i * 7000) for i, k in enumerate(e.mfc)} if detail else {}
+    want = render("routes", document(e, "routes", detail, counters), fmt, detail=detail)
+    assert render_routes(e, fmt, detail, counters) == want
+    assert "10.0.0.21" in want and "fd00::9" in want and "10.0.0.99" in want
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_empty_tables(fmt: str) -> None:
+    e = Engine()
+    e.set_links([Link(2, "a1", 0x1043)])
+    want = render("routes", document(e, "routes", False, {}), fmt, detail=False)
+    assert render_routes(e, fmt, False, {}) == want
+    assert want == ("" if fmt == "text" else '{\n  "routes": {\n    "asm": [],\n'
+                    '    "ssm": [],\n    "kernel": []\n  }\n}\n')  # fmt: skip
+
+
+name = st.text(max_size=12)
+row = st.tuples(
+    st.none() | name,
+    name,
+    name,
+    st.lists(name, max_size=3).map(tuple),
+    st.integers(0, 2**64),
+    st.integers(0, 2**64),
+)
+
+
+@given(st.lists(st.lists(row, max_size=3), min_size=3, max_size=3), st.booleans())
+def test_routes_json_is_json_dumps(tables: list[list[RouteRow]], detail: bool) -> None:
+    doc = {
+        "routes": {
+            key: [
+                {"source": s, "group": g, "iif": i, "oifs": list(o)}
+                | ({"packets": p, "bytes": b} if detail else {})
+                for s, g, i, o, p, b in table
+            ]
+            for (key, _title), table in zip(ROUTE_TABLES, tables, strict=True)
+        }
+    }
+    assert routes_json(tables, detail=detail) == json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
