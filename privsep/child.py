@@ -319,6 +319,9 @@ class Child:
             self.send(proto.encode_reply(msg.seq, self.execute(msg.ops)))
         elif isinstance(msg, proto.Pidfile):
             self.send(proto.encode_reply(msg.seq, [self.write_pidfile()]))
+        elif isinstance(msg, proto.LogLevel):
+            self.loglevel = msg.level
+            self.send(proto.encode_reply(msg.seq, [0]))
         else:
             self.refuse(data, f"message type {type(msg).__name__} is not for the helper")
 
@@ -336,7 +339,7 @@ class Child:
         mtype, seq, count = hdr
         if mtype == proto.T_OPS and 1 <= count <= proto.MAX_BATCH:
             self.send(proto.encode_reply(seq, [errno.EPROTO] * count))
-        elif mtype == proto.T_PIDFILE:
+        elif mtype in (proto.T_PIDFILE, proto.T_LOGLEVEL):
             self.send(proto.encode_reply(seq, [errno.EPROTO]))
 
     # --- upcalls ---------------------------------------------------------------

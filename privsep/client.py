@@ -317,6 +317,11 @@ class Helper:
         seq = self._next_seq()
         return self._request(proto.encode_pidfile(seq), seq, 1, timeout)[0]
 
+    def set_loglevel(self, level: int, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Change the helper's syslog threshold (0 = nothing, 3 err .. 7 debug)."""
+        seq = self._next_seq()
+        return self._request(proto.encode_loglevel(seq, level), seq, 1, timeout)[0]
+
     def has_events(self) -> bool:
         """Upcalls or log lines already buffered (read while waiting for a reply).
 

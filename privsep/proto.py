@@ -25,8 +25,10 @@ length the header fully determines:
                source and a multicast group); every other field is 0.
                No command text crosses: only the action and addresses.
       PIDFILE  no body: write the parent's pid into the pid file (or touch it)
+      LOGLEVEL no body; count = the child's new syslog threshold, one of
+               0 (log nothing), 3 err, 4 warning, 5 notice, 6 info, 7 debug
     child -> parent
-      REPLY    count i32 errnos, one per op of the OPS (or 1 for PIDFILE)
+      REPLY    count i32 errnos, one per op of the OPS (or 1 for PIDFILE, LOGLEVEL)
       UPCALL   count 1; <BBH16s16s family, msgtype, vif, source, group
       LOG      count = text length; level u8 (syslog) + UTF-8 text <= 1024 B
 
@@ -48,6 +50,8 @@ VERSION = 1
 
 T_OPS = 1
 T_PIDFILE = 2
+T_LOGLEVEL = 3
+LOGLEVELS = frozenset({0, 3, 4, 5, 6, 7})
 T_REPLY = 0x81
 T_UPCALL = 0x82
 T_LOG = 0x83
@@ -123,6 +127,11 @@ class Pidfile(NamedTuple):
     seq: int
 
 
+class LogLevel(NamedTuple):
+    seq: int
+    level: int  # one of LOGLEVELS
+
+
 class Reply(NamedTuple):
     seq: int
     errnos: tuple[int, ...]
@@ -145,7 +154,7 @@ class LogLine(NamedTuple):
     text: str
 
 
-Message = Ops | Pidfile | Reply | Upcall | LogLine
+Message = Ops | Pidfile | LogLevel | Reply | Upcall | LogLine
 
 
 def _header(mtype: int, seq: int, count: int) -> bytes:
@@ -215,6 +224,12 @@ def encode_ops_raw(seq: int, records: Sequence[bytes]) -> bytes:
 
 def encode_pidfile(seq: int) -> bytes:
     return _header(T_PIDFILE, seq, 0)
+
+
+def encode_loglevel(seq: int, level: int) -> bytes:
+    if level not in LOGLEVELS:
+        raise ProtoError(f"log level {level!r} is not one of {sorted(LOGLEVELS)}")
+    return _header(T_LOGLEVEL, seq, level)
 
 
 def encode_reply(seq: int, errnos: Sequence[int]) -> bytes:
@@ -321,6 +336,10 @@ def _decode(data: bytes) -> Message:
         if count != 0 or blen != 0:
             raise ProtoError("PIDFILE has no body")
         return Pidfile(seq)
+    if mtype == T_LOGLEVEL:
+        if blen != 0 or count not in LOGLEVELS:
+            raise ProtoError("LOGLEVEL has no body and a level of 0, 3..7")
+        return LogLevel(seq, count)
     if mtype == T_REPLY:
         if not 1 <= count <= MAX_BATCH:
             raise ProtoError(f"REPLY count {count} out of range")

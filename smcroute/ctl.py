@@ -99,6 +99,37 @@ COMMANDS: dict[str, Cmd] = {
         ),
         Cmd("flush", 0, 0, "", "Drop the (*,G) routes learned from templates, now."),
         Cmd(
+            "explain",
+            2,
+            3,
+            "[IIF] SOURCE GROUP",
+            "Follow one flow through the router: each check on its path with a\n"
+            "verdict and, where it fails, the fix.  Without IIF: every interface on\n"
+            "which the flow has been seen or is configured.",
+            "explain eth0 192.168.1.10 239.1.1.1",
+            "why is (or isn't) a flow forwarded",
+        ),
+        Cmd(
+            "doctor",
+            0,
+            0,
+            "",
+            "Check the whole router and list what is wrong or risky, most severe\n"
+            "first.  Exit status 0 when nothing is wrong, 1 otherwise.",
+            "",
+            "check the router, list what is wrong or risky",
+        ),
+        Cmd(
+            "log",
+            1,
+            1,
+            "LEVEL",
+            "Change the daemon's log level (none, err, notice, info, debug) in both\n"
+            "of its processes, until it restarts.",
+            "log debug",
+            "change the daemon's log level until it restarts",
+        ),
+        Cmd(
             "reload",
             0,
             0,
@@ -113,6 +144,7 @@ COMMANDS: dict[str, Cmd] = {
 }
 ALIASES = {"rem": "remove", "del": "remove", "delete": "remove", "restart": "reload"}
 LOCAL = frozenset({"help", "version"})
+NEWER = frozenset({"explain", "doctor", "log"})  # not in SMCRoute 2.6
 
 
 def usage_text() -> str:
@@ -121,7 +153,7 @@ def usage_text() -> str:
         "",
         "Options:",
         "  -b        batch mode: run the commands read from stdin, one per line",
-        "  -d        detailed show: add packet and byte counters",
+        "  -d        detailed show: add counters (and rates with -j)",
         "  -j        show as JSON",
         "  -p        plain headings, no terminal control characters",
         "  -t        no headings, data rows only",
@@ -172,6 +204,9 @@ def resolve_command(word: str) -> str:
     if w in ALIASES:
         return ALIASES[w]
     matches = sorted({ALIASES.get(n, n) for n in names if n.startswith(w)}) if w else []
+    classic = [m for m in matches if m not in NEWER]
+    if len(classic) == 1:  # the original's abbreviations keep their meaning ('l' is leave)
+        return classic[0]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -238,6 +273,7 @@ class Session:
         self.err = err
         self.client = ControlClient(path)
         self.ever_connected = False
+        self.status = 0  # 1 after a `doctor` that found something wrong
 
     def close(self) -> None:
         self.client.close()
@@ -273,6 +309,8 @@ class Session:
             self._copy(resp.text)
         elif name == "show":
             self._show(args[0], resp.data)
+        elif name in ("explain", "doctor"):
+            self._report(name, resp.data)
         elif isinstance(resp.data, str) and resp.data:
             self.out.write(resp.data if resp.data.endswith("\n") else resp.data + "\n")
 
@@ -284,6 +322,17 @@ class Session:
             return
         self.out.flush()
         buf.write(text)
+
+    def _report(self, name: str, data: Any) -> None:
+        from smcroute import report  # only these commands pay for it
+
+        try:
+            text = report.render(name, data, as_json=self.opts.json)
+            if name == "doctor" and not report.healthy(data):
+                self.status = 1
+        except report.ReportError as e:
+            raise CtlError(f"unexpected reply from the daemon: {e}") from e
+        self.out.write(text)
 
     def _show(self, kind: str, data: Any) -> None:
         """A daemon that sent the document: format it here."""
@@ -388,9 +437,9 @@ def cli(
                 raise CtlError(
                     f"-b reads commands from stdin and takes none on the command line. {HINT}"
                 )
-            return run_batch(session, sys.stdin, err)
+            return run_batch(session, sys.stdin, err) or session.status
         session.run(words)
-        return 0
+        return session.status
     finally:
         session.close()
 

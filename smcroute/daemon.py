@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
-from smcroute import logsetup, sdnotify
+from smcroute import logsetup, observe, sdnotify
 from smcroute.engine.core import Engine, EngineError, Link, describe
 from smcroute.engine.mrdisc import Schedule
 from smcroute.engine.ops import AddVif, Announce, DelVif, Op, RunHook
@@ -41,6 +41,15 @@ from smcroute.privsep.client import Helper, HelperGone
 from smcroute.privsep.proto import Upcall
 from smcroute.show import document as show_document
 from smcroute.show import render_routes
+from smcroute.stats import (
+    DEFAULT_INTERVAL,
+    CountersView,
+    Counts,
+    Sampler,
+    add_interface_stats,
+    add_route_stats,
+    link_names,
+)
 
 # Upcalls handled per round: under a flood each kernel write can cost a
 # fraction of a millisecond, and the control socket is served between rounds.
@@ -68,6 +77,9 @@ class Options:
     exit_after: float | None = None
     zero_loss: bool = False
     max_learned: int = 20000
+    sample_interval: int = DEFAULT_INTERVAL
+    metrics: str | None = None  # [ADDR:]PORT of the metrics endpoint
+    metrics_routes: int = 1000
 
 
 @contextlib.contextmanager
@@ -115,6 +127,9 @@ class Daemon:
         self.mrdisc_dirty = True  # which interfaces announce may have changed
         self.mrdisc_errs: dict[tuple[int, int], int] = {}  # last errno per (family, ifindex)
         self.mrdisc_warned: set[tuple[int, int]] = set()
+        self.counts = Counts()
+        self.sampler = Sampler(self.nl, self.families, opts.table, opts.sample_interval)
+        self.metrics: Any = None  # smcroute.metrics.MetricsServer, with --metrics
 
     # -- start-up ------------------------------------------------------------
 
@@ -169,6 +184,8 @@ class Daemon:
         self.sel.register(self.events.fileno(), selectors.EVENT_READ, "netlink")
         self.sel.register(self.sig_r.fileno(), selectors.EVENT_READ, "signal")
         self.server.register(self.sel)
+        if self.metrics is not None:
+            self.metrics.start()
 
     # -- applying operations ------------------------------------------------
 
@@ -185,6 +202,7 @@ class Daemon:
             if err == 0:
                 continue
             self.engine.op_failed(op, err)
+            self.counts.kernel_failures += 1
             msg = f"failed to {describe(op)}: {os.strerror(err)}"
             failures.append(msg)
             log.warning(msg)
@@ -275,6 +293,8 @@ class Daemon:
             if errors:
                 return Response.failure("\n".join(errors))
             return None
+        if cmd in ("explain", "doctor", "log"):
+            return observe.request(self, cmd, list(args), req.detail)
         if cmd == "kill":
             logsetup.notice("stop requested by smcroutectl")
             self.stopping = True
@@ -292,6 +312,8 @@ class Daemon:
     def reload(self) -> list[str]:
         """Parse everything first; a file with errors changes nothing."""
         sdnotify.reloading("reloading configuration")
+        t0 = time.monotonic()
+        self.counts.reloads += 1
         logsetup.notice(f"reloading {self.opts.conf}")
         config, problems = parse_file(self.opts.conf)
         errors = [str(p) for p in problems if not p.warning]
@@ -300,6 +322,8 @@ class Daemon:
         if errors:
             log.error("reload rejected: the running configuration is unchanged")
             sdnotify.ready("reload rejected: configuration has errors")
+            self.counts.reload_failures += 1
+            self.counts.reload_seconds = time.monotonic() - t0
             return [*errors, "reload rejected: the running configuration is unchanged"]
         with bulk():
             ops = self.engine.load_config(config)
@@ -309,6 +333,7 @@ class Daemon:
         logsetup.notice(f"reload done: {len(ops)} kernel changes")
         sdnotify.ready(f"{len(self.engine.routes)} routes, {len(self.engine.mfc)} in kernel")
         self.run_hook("reload")
+        self.counts.reload_seconds = time.monotonic() - t0
         return failures
 
     # -- show ------------------------------------------------------------------
@@ -333,16 +358,26 @@ class Daemon:
     def show(self, what: str, detail: bool = True) -> Any:
         """The `show` document; counters (one netlink dump) only for `routes -d`."""
         with bulk():
-            counters = self.counters() if detail and what == "routes" else {}
-            return show_document(self.engine, what, detail, counters)
+            if not detail or what not in ("routes", "interfaces"):
+                return show_document(self.engine, what, detail, {})
+            try:
+                fresh = self.sampler.fresh(time.monotonic(), link_names(self.engine))
+            except (NetlinkError, OSError) as e:
+                raise EngineError(f"cannot read kernel counters: {e}") from e
+            doc = show_document(self.engine, what, detail, CountersView(fresh))
+            if what == "routes":
+                add_route_stats(doc, self.engine, fresh, self.sampler.last)
+            else:
+                add_interface_stats(doc, fresh.vifs)
+            return doc
 
     def show_text(self, what: str, detail: bool, fmt: str) -> bytes:
         """`show` rendered as smcroutectl prints it (the client only copies bytes)."""
         with bulk():
-            if what == "routes":
+            if what == "routes" and not (detail and fmt == "json"):
                 counters = self.counters() if detail else {}
                 return render_routes(self.engine, fmt, detail, counters).encode("utf-8")
-            doc = show_document(self.engine, what, detail, {})
+            doc = self.show(what, detail)  # -j -d routes: with rates (smcroute.stats)
             return render(what, doc, fmt, detail=detail).encode("utf-8")
 
     # -- the loop ---------------------------------------------------------------
@@ -355,6 +390,18 @@ class Daemon:
         if ops:
             log.info(f"expired {len(ops)} idle learned routes")
         self.apply(ops)
+
+    def take_sample(self, now: float) -> None:
+        """The steady counter sample (rates); the metrics endpoint publishes it."""
+        was_failing = self.sampler.failed
+        with bulk():
+            sample = self.sampler.sample(now, link_names(self.engine))
+            if sample is None:
+                if not was_failing:
+                    log.warning("cannot sample the kernel's counters (rates stay as they were)")
+                return
+            if self.metrics is not None:
+                self.metrics.publish(self, sample)
 
     def announce(self, now: float) -> None:
         """Send the RFC 4286 advertisements that are due (doc/SPEC.md §3 `mrdisc`, §2 `-m`)."""
@@ -399,7 +446,12 @@ class Daemon:
     def _timeout(self, now: float) -> float | None:
         deadlines = [
             d
-            for d in (self.next_expire, self.server.next_deadline(), self.mrdisc.next_deadline())
+            for d in (
+                self.next_expire,
+                self.server.next_deadline(),
+                self.mrdisc.next_deadline(),
+                self.sampler.next_due,
+            )
             if d is not None
         ]
         if self.opts.exit_after is not None:
@@ -432,6 +484,7 @@ class Daemon:
         ops: list[Op] = []
         for ev in self.helper.read_events(UPCALL_ROUND):
             if isinstance(ev, Upcall):
+                self.counts.upcall(self.engine, ev.family, ev.msgtype, ev.source, ev.group)
                 ops.extend(
                     self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)
                 )
@@ -452,6 +505,8 @@ class Daemon:
                     self.expire_learned()
                     self.next_expire = now + self.opts.cache_timeout
                 self.announce(now)
+                if self.sampler.due(now):
+                    self.take_sample(now)
                 self.server.expire(now)
                 for key, mask in self.sel.select(self._select_timeout(now)):
                     tag = key.data
@@ -478,6 +533,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         sdnotify.stopping()
+        if self.metrics is not None:
+            self.metrics.stop()
         with contextlib.suppress(Exception):
             self.server.flush_all()
         with contextlib.suppress(OSError):

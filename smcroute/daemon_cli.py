@@ -63,6 +63,11 @@ Options:
   -v               Show version and exit
   --zero-loss      Install exact-group (*,G) templates as kernel (*,G) entries
   --max-learned N  Limit learned routes and stop filters (default 20000)
+  --sample-interval SEC  Sample the kernel's counters for rates every SEC
+                   seconds, 1-3600, default 5, 0 off
+  --metrics [ADDR:]PORT  Serve Prometheus metrics at http://ADDR:PORT/metrics
+                   (default address 127.0.0.1)
+  --metrics-routes N  At most N per-route series, busiest first (default 1000)
 """
 
 
@@ -101,6 +106,9 @@ def _int(value: str, opt: str, lo: int, hi: int) -> int:
 @click.option("-u", "sockpath")
 @click.option("--zero-loss", "zero_loss", is_flag=True)
 @click.option("--max-learned", "max_learned")
+@click.option("--sample-interval", "sample_interval")
+@click.option("--metrics", "metrics")
+@click.option("--metrics-routes", "metrics_routes")
 def _cli(**kw: Any) -> dict[str, Any]:
     return kw
 
@@ -143,6 +151,15 @@ def parse_args(argv: list[str]) -> tuple[Options, dict[str, Any]]:
         o.table = _int(kw["table"], "-t", 0, 999_999_999)
     if kw["max_learned"] is not None:
         o.max_learned = _int(kw["max_learned"], "--max-learned", 0, 10_000_000)
+    if kw["sample_interval"] is not None:
+        o.sample_interval = _int(kw["sample_interval"], "--sample-interval", 0, 3600)
+    if kw["metrics_routes"] is not None:
+        o.metrics_routes = _int(kw["metrics_routes"], "--metrics-routes", 0, 1_000_000)
+    if kw["metrics"] is not None:
+        parse_listen(kw["metrics"])  # checked now, bound at start-up
+        o.metrics = kw["metrics"]
+        if not o.sample_interval:
+            raise UsageError("--metrics needs counter samples: --sample-interval must not be 0")
     o.zero_loss = kw["zero_loss"]
     o.hook = kw["hook"]
     if kw["user"]:
@@ -151,6 +168,39 @@ def parse_args(argv: list[str]) -> tuple[Options, dict[str, Any]]:
             raise UsageError("option -p expects USER[:GROUP]")
         o.user, o.group = user, group or None
     return o, kw
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """`PORT`, `ADDR:PORT` or `[IPV6]:PORT` -> (address, port); loopback by default."""
+    import ipaddress
+
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(
+            f"option --metrics expects [ADDR:]PORT with a numeric ADDR, not {spec!r}"
+        ) from None
+    return host, _int(port, "--metrics", 1, 65535)
+
+
+def metrics_socket(spec: str) -> socket.socket:
+    """Bind and listen (before the privilege drop: a port below 1024 needs root)."""
+    host, port = parse_listen(spec)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(16)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def check_file(path: str) -> int:
@@ -288,6 +338,16 @@ def run(o: Options) -> int:
         with contextlib.suppress(OSError):
             os.unlink(o.sockpath)
         return EX_OSERR
+    metrics = None
+    if o.metrics:
+        try:
+            from smcroute.metrics import MetricsServer
+
+            metrics = MetricsServer(metrics_socket(o.metrics), o.metrics_routes)
+        except (OSError, ImportError) as e:
+            log.error(f"cannot serve metrics on {o.metrics}: {e}")
+            helper.close()
+            return EX_UNAVAILABLE
     try:
         janitor: Janitor | None = start_janitor(helper.pid, o.sockpath, o.pidfile)
     except OSError as e:
@@ -303,6 +363,7 @@ def run(o: Options) -> int:
             log.error(f"cannot drop privileges: {e}")
             return EX_NOPERM
         daemon = Daemon(o, helper, ctl, tuple(families))
+        daemon.metrics = metrics
         return daemon.run()
     finally:
         # The helper is gone first (it removes the socket and PID file when it

@@ -83,5 +83,10 @@ def setup(ident: str, level: str, use_syslog: bool) -> None:
     log.propagate = False
 
 
+def set_level(level: str) -> None:
+    """Change the level at run time (`smcroutectl log LEVEL`)."""
+    log.setLevel(LEVELS.get(level, NOTICE))
+
+
 def notice(msg: str) -> None:
     log.log(NOTICE, msg)

@@ -303,7 +303,11 @@ def _groups(data: Any, out: _Out, detail: bool) -> None:
             out.row(_first(_sg(g, "group")) + _str(g.get("iif"), "group iif"))
 
 
-def _interfaces(data: Any, out: _Out) -> None:
+IF_COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
+IF_HEADERS = ("PKTS IN", "BYTES IN", "PKTS OUT", "BYTES OUT")
+
+
+def _interfaces(data: Any, out: _Out, detail: bool = False) -> None:
     entries = _list(_obj(data, "interfaces reply").get("interfaces"), "interfaces")
     rows = []
     for e in entries:
@@ -314,13 +318,15 @@ def _interfaces(data: Any, out: _Out) -> None:
         name = _str(i.get("name"), "interface name")
         vif = _opt_num(i.get("vif"), "interface vif")
         mif = _opt_num(i.get("mif"), "interface mif")
-        rows.append((str(index), name, vif, mif))
+        counts = [_count(i.get(k), f"interface {k}") for k in IF_COUNTERS] if detail else []
+        rows.append((str(index), name, vif, mif, *counts))
     width = max([len("PHYINT")] + [len(r[1]) for r in rows]) + 2
 
-    def line(index: str, name: str, vif: str, mif: str) -> str:
-        return f"{index:>6} {name:<{width}}{vif:>3}{mif:>5}"
+    def line(index: str, name: str, vif: str, mif: str, *counts: str) -> str:
+        text = f"{index:>6} {name:<{width}}{vif:>3}{mif:>5}"
+        return text + "".join(f" {c:>{COUNTER_WIDTH}}" for c in counts)
 
-    out.header(line("INDEX", "PHYINT", "VIF", "MIF"))
+    out.header(line("INDEX", "PHYINT", "VIF", "MIF", *(IF_HEADERS if detail else ())))
     for row in rows:
         out.row(line(*row))
 
@@ -351,20 +357,28 @@ def _pending(data: Any, out: _Out) -> None:
 # --- entry points ----------------------------------------------------------------
 
 
+COUNTER_KEYS = frozenset(
+    {"packets", "bytes", "wrong_if", "pps", "bps", "last_seen", "learned", *IF_COUNTERS,
+     "ipv4", "ipv6"}
+)  # fmt: skip
+
+
+def _strip(entries: Any) -> Any:
+    if not isinstance(entries, list):
+        return entries
+    return [
+        {k: v for k, v in e.items() if k not in COUNTER_KEYS} if isinstance(e, dict) else e
+        for e in entries
+    ]
+
+
 def strip_counters(data: Any) -> Any:
-    """A copy of a `show routes` document without "packets"/"bytes" in routes."""
+    """A copy of a `show routes`/`interfaces` document without counters and rates."""
+    if isinstance(data, dict) and isinstance(data.get("interfaces"), list):
+        return {**data, "interfaces": _strip(data["interfaces"])}
     if not isinstance(data, dict) or not isinstance(data.get("routes"), dict):
         return data
-    routes = {}
-    for key, entries in data["routes"].items():
-        if isinstance(entries, list):
-            entries = [
-                {k: v for k, v in e.items() if k not in ("packets", "bytes")}
-                if isinstance(e, dict)
-                else e
-                for e in entries
-            ]
-        routes[key] = entries
+    routes = {key: _strip(entries) for key, entries in data["routes"].items()}
     return {**data, "routes": routes}
 
 
@@ -398,7 +412,7 @@ def format_show(kind: str, data: Any, *, detail: bool, plain: bool, headings: bo
     elif kind == "groups":
         _groups(data, out, detail)
     elif kind == "interfaces":
-        _interfaces(data, out)
+        _interfaces(data, out, detail)
     elif kind == "pending":
         _pending(data, out)
     else:

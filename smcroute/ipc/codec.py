@@ -39,7 +39,21 @@ from _json import make_scanner as _make_scanner
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-CMDS = frozenset({"add", "remove", "join", "leave", "show", "flush", "reload", "kill"})
+CMDS = frozenset(
+    {
+        "add",
+        "remove",
+        "join",
+        "leave",
+        "show",
+        "flush",
+        "reload",
+        "kill",
+        "explain",
+        "doctor",
+        "log",
+    }
+)
 SHOW_KINDS = ("routes", "groups", "interfaces", "pending")
 MAX_REQUEST = 64 * 1024  # bytes in one request line, newline excluded
 MAX_ARGS = 64
