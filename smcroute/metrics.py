@@ -47,6 +47,8 @@ MAX_CLIENTS = 4
 MAX_HEAD = 8192
 HEAD_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
+LINGER = 2.0  # seconds to discard what a client still sends after our reply
+MAX_DRAIN = 1 << 20
 DEFAULT_MAX_ROUTES = 1000
 
 
@@ -186,7 +188,7 @@ class _Collector(Collector):
 
 
 class _Conn:
-    __slots__ = ("deadline", "fd", "inbuf", "outbuf", "sock", "writing")
+    __slots__ = ("deadline", "draining", "fd", "inbuf", "outbuf", "sock", "writing")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -194,6 +196,7 @@ class _Conn:
         self.inbuf = bytearray()
         self.outbuf = b""
         self.writing = False
+        self.draining = 0  # bytes discarded after the reply (lingering close)
         self.deadline = now + HEAD_TIMEOUT
 
 
@@ -287,18 +290,22 @@ class MetricsServer:
             except OSError:
                 return
             conn.setblocking(False)
-            if len(self._conns) >= MAX_CLIENTS:
-                with contextlib.suppress(OSError):
-                    conn.send(_reply(503, b"too many scrapers at once, try again\n"))
-                conn.close()
+            busy = sum(1 for c in self._conns.values() if not c.draining)
+            if busy >= MAX_CLIENTS and len(self._conns) >= 2 * MAX_CLIENTS:
+                conn.close()  # even the 503s are lingering: just refuse
                 continue
             c = _Conn(conn, time.monotonic())
             self._conns[c.fd] = c
             sel.register(conn, selectors.EVENT_READ, c)
+            if busy >= MAX_CLIENTS:
+                self._respond(sel, c, _reply(503, b"too many scrapers at once, try again\n"))
 
     def _ready(self, sel: selectors.BaseSelector, c: _Conn, mask: int) -> None:
         if c.writing:
             self._write(sel, c)
+            return
+        if c.draining:
+            self._drain(sel, c)
             return
         try:
             chunk = c.sock.recv(4096)
@@ -366,7 +373,28 @@ class MetricsServer:
             except OSError:
                 break
             c.outbuf = c.outbuf[n:]
+        else:
+            # Lingering close: unread request bytes would make close() send a
+            # reset that destroys the reply; discard them for a moment first.
+            with contextlib.suppress(OSError):
+                c.sock.shutdown(socket.SHUT_WR)
+                c.writing = False
+                c.draining = 1
+                c.deadline = time.monotonic() + LINGER
+                sel.modify(c.sock, selectors.EVENT_READ, c)
+                return
         self._close(sel, c)
+
+    def _drain(self, sel: selectors.BaseSelector, c: _Conn) -> None:
+        try:
+            chunk = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        c.draining += len(chunk)
+        if not chunk or c.draining > MAX_DRAIN:
+            self._close(sel, c)
 
     def _close(self, sel: selectors.BaseSelector, c: _Conn) -> None:
         with contextlib.suppress(KeyError, ValueError, OSError):
