@@ -4,7 +4,7 @@
 # Creates .venv on first use.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ ! -x .venv/bin/pytest ]; then
+if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import prometheus_client' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install -q -e '.[test]'
 fi

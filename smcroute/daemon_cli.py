@@ -344,8 +344,12 @@ def run(o: Options) -> int:
             from smcroute.metrics import MetricsServer
 
             metrics = MetricsServer(metrics_socket(o.metrics), o.metrics_routes)
-        except (OSError, ImportError) as e:
-            log.error(f"cannot serve metrics on {o.metrics}: {e}")
+        except ImportError as e:
+            log.error(f"--metrics needs prometheus_client ({e}): pip install 'smcroute[metrics]'")
+            helper.close()
+            return EX_UNAVAILABLE
+        except OSError as e:
+            log.error(f"cannot serve metrics on {o.metrics}: {e.strerror or e}")
             helper.close()
             return EX_UNAVAILABLE
     try:
