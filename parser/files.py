@@ -104,6 +104,7 @@ class _Reader:
         self._phyints: list[Phyint | None] = []
         self._groups: list[MGroup | None] = []
         self._routes: list[MRoute | None] = []
+        self._read_routes: list[MRoute] = []  # in file order, checked in result()
         self._problems: list[tuple[int, int, Problem]] = []
         self._file_order: dict[str, int] = {}
         self._stack: list[str] = []  # real paths of the files being read
@@ -126,6 +127,13 @@ class _Reader:
         self._add(Problem(where, msg, True))
 
     def result(self) -> tuple[Config, list[Problem]]:
+        # The cross-line route checks run once everything is read: their keys
+        # are then allocated after (not among) the routes, and freed whole.
+        for r in self._read_routes:
+            self._place_route(r)
+        self._read_routes = []
+        self._route_at.clear()
+        self._sg_at.clear()
         self.config.phyints = [p for p in self._phyints if p is not None]
         self.config.groups = [g for g in self._groups if g is not None]
         self.config.routes = [r for r in self._routes if r is not None]
@@ -192,6 +200,9 @@ class _Reader:
     # -- cross-line rules -------------------------------------------------
 
     def _route(self, r: MRoute) -> None:
+        self._read_routes.append(r)
+
+    def _place_route(self, r: MRoute) -> None:
         # Keys use int(address): ipaddress' own __hash__ is slow.
         src = -1 if r.source is None else int(r.source)
         grp = int(r.group)

@@ -739,6 +739,10 @@ class Engine:
         for key, want, have in later:
             ops.extend(self._write(key, want, have))
         ops.extend(self._sync_joins())
+        if len(ops) > 2 * len(self.mfc) + 64:
+            # A dict keeps its table at its largest size: after a reload that
+            # removed most entries, a copy gives the memory back.
+            self.mfc = dict(self.mfc)
         return ops
 
     def _write(self, key: MfcKey, want: Mfc | None, have: Mfc | None) -> list[Op]:
