@@ -92,16 +92,24 @@ def ids_in_use(proc: str = "/proc") -> tuple[set[int], set[int]]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"{proc}/{entry}/status", encoding="ascii", errors="replace") as f:
-                fields = dict(line.partition(":")[::2] for line in f)
+            with open(f"{proc}/{entry}/status", "rb") as f:
+                data = f.read()
         except OSError:
             continue  # gone meanwhile, or unreadable
-        if fields.get("State", "").strip().startswith("Z"):
+        # Only four of its ~55 lines matter: find them, no dict of all (start-up time).
+        fields = {}
+        for name in (b"State:", b"Uid:", b"Gid:", b"Groups:"):
+            at = data.find(b"\n" + name)
+            if at >= 0:
+                start = at + 1 + len(name)
+                end = data.find(b"\n", start)
+                fields[name] = data[start : end if end >= 0 else len(data)]
+        if fields.get(b"State:", b"").strip().startswith(b"Z"):
             continue
         try:
-            uids.update(int(v) for v in fields.get("Uid", "").split())
-            gids.update(int(v) for v in fields.get("Gid", "").split())
-            gids.update(int(v) for v in fields.get("Groups", "").split())
+            uids.update(int(v) for v in fields.get(b"Uid:", b"").split())
+            gids.update(int(v) for v in fields.get(b"Gid:", b"").split())
+            gids.update(int(v) for v in fields.get(b"Groups:", b"").split())
         except ValueError:
             continue
     return uids, gids
