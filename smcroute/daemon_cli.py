@@ -64,7 +64,7 @@ Options:
   --zero-loss      Install exact-group (*,G) templates as kernel (*,G) entries
   --max-learned N  Limit learned routes and stop filters (default 20000)
   --sample-interval SEC  Sample the kernel's counters for rates every SEC
-                   seconds, 1-3600, default 5, 0 off
+                   seconds, 1-3600, default 10, 0 off
   --metrics [ADDR:]PORT  Serve Prometheus metrics at http://ADDR:PORT/metrics
                    (default address 127.0.0.1)
   --metrics-routes N  At most N per-route series, busiest first (default 1000)

@@ -31,27 +31,50 @@ def rta(kind: int, value: bytes) -> bytes:
     return raw + bytes(-len(raw) % 4)
 
 
-def mfc_msg(family: int, src: bytes, grp: bytes, stats_: tuple[int, int, int], idle: int,
-            table: int = 253, flags: int = 0) -> bytes:  # fmt: skip
+def mfc_msg(
+    family: int,
+    src: bytes,
+    grp: bytes,
+    stats_: tuple[int, int, int],
+    idle: int,
+    table: int = 253,
+    flags: int = 0,
+    pad: bool = True,
+    swap: bool = False,
+) -> bytes:
     nlf = stats.RTNL_FAMILY_IPMR if family == 4 else stats.RTNL_FAMILY_IP6MR
     body = struct.pack("=BBBBBBBBI", nlf, 32, 32, 0, min(table, 255), 0, 0, 0, flags)
     body += rta(stats.RTA_TABLE, struct.pack("=I", table))
     body += rta(stats.RTA_SRC, src) + rta(stats.RTA_DST, grp)
-    body += rta(stats.RTA_MFC_STATS, struct.pack("=QQQ", *stats_))
-    body += rta(24, bytes(4))  # RTA_PAD, as the kernel aligns u64s
-    body += rta(stats.RTA_EXPIRES, struct.pack("=Q", idle))
-    return body
+    body += rta(3, struct.pack("=I", 2))  # RTA_IIF
+    body += rta(9, struct.pack("=HBBI", 8, 0, 1, 3))  # RTA_MULTIPATH, one next hop
+    tail = [rta(stats.RTA_MFC_STATS, struct.pack("=QQQ", *stats_))]
+    tail += [rta(24, b"")] if pad else []  # RTA_PAD, where the kernel aligns u64s
+    tail += [rta(stats.RTA_EXPIRES, struct.pack("=Q", idle))]
+    return body + b"".join(reversed(tail) if swap else tail)
+
+
+def both_parsers(body: bytes, table: int, family: int = 4) -> object:
+    """The fast path and the generic one agree (or the fast one defers)."""
+    slow = stats.parse_mfc(body, 0, len(body), table)
+    fast = stats.parse_mfc_fast(body, 0, len(body), table, family)
+    assert fast is True or fast == (slow if slow is not None else False)
+    return slow
 
 
 def test_parse_mfc_ipv4_and_ipv6_keys_match_engine_keys() -> None:
     s4, g4 = ip_address("10.0.1.2"), ip_address("225.1.1.1")
-    body = mfc_msg(4, s4.packed, g4.packed, (10, 1000, 3), 250)
-    row = stats.parse_mfc(body, 0, len(body), 253)
-    assert row == (stats.key64(4, s4, g4), 10, 1000, 3, 250)
+    for pad in (True, False):
+        body = mfc_msg(4, s4.packed, g4.packed, (10, 1000, 3), 250, pad=pad)
+        assert stats.parse_mfc_fast(body, 0, len(body), 253, 4) == both_parsers(body, 253)
+        assert both_parsers(body, 253) == (stats.key64(4, s4, g4), 10, 1000, 3, 250)
+    swapped = mfc_msg(4, s4.packed, g4.packed, (10, 1000, 3), 250, swap=True)
+    assert stats.parse_mfc_fast(swapped, 0, len(swapped), 253, 4) is True  # another layout
+    assert both_parsers(swapped, 253) == (stats.key64(4, s4, g4), 10, 1000, 3, 250)
     s6, g6 = ip_address("fd00:1::2"), ip_address("ff2e::1")
     body = mfc_msg(6, s6.packed, g6.packed, (7, 700, 0), 0, table=254)
-    row = stats.parse_mfc(body, 0, len(body), 254)
-    assert row is not None and row[0] == stats.key64(6, s6, g6) and row[1:3] == (7, 700)
+    row = both_parsers(body, 254, 6)
+    assert isinstance(row, tuple) and row[0] == stats.key64(6, s6, g6) and row[1:3] == (7, 700)
     assert row[0] >> 63 == 1 and stats.key64(4, s4, g4) >> 63 == 0
     star = mfc_msg(4, bytes(4), g4.packed, (1, 1, 0), 0)
     assert stats.parse_mfc(star, 0, len(star), 253)[0] == stats.key64(4, None, g4)  # type: ignore[index]
@@ -60,11 +83,11 @@ def test_parse_mfc_ipv4_and_ipv6_keys_match_engine_keys() -> None:
 def test_parse_mfc_skips_other_tables_unresolved_and_junk() -> None:
     s4, g4 = ip_address("10.0.1.2").packed, ip_address("225.1.1.1").packed
     other = mfc_msg(4, s4, g4, (1, 1, 1), 0, table=7)
-    assert stats.parse_mfc(other, 0, len(other), 253) is None
+    assert both_parsers(other, 253) is None
     unres = mfc_msg(4, s4, g4, (1, 1, 1), 0, flags=stats.RTNH_F_UNRESOLVED)
-    assert stats.parse_mfc(unres, 0, len(unres), 253) is None
+    assert both_parsers(unres, 253) is None
     bad = mfc_msg(4, s4, b"\xe1\x01\x01", (1, 1, 1), 0)  # a 3-byte group
-    assert stats.parse_mfc(bad, 0, len(bad), 253) is None
+    assert both_parsers(bad, 253) is None
     assert stats.parse_mfc(b"\x80\x00", 0, 2, 253) is None
 
 
@@ -96,10 +119,18 @@ def test_parse_vif_table_and_mif_proc() -> None:
     assert stats.parse_mif_proc(text) == [("a1", 0, 20, 1130, 0, 0), ("a2", 1, 0, 0, 20, 1130)]
 
 
+def sample(t: float, rows: list[tuple[int, int, int, int, int]]) -> stats.Sample:
+    cols = stats._columns()
+    for row in rows:
+        for col, value in zip(cols, (*row[:4], row[4] / stats.USER_HZ), strict=True):
+            col.append(value)  # type: ignore[arg-type]
+    return stats.Sample(t, cols)
+
+
 def test_rates_over_the_interval() -> None:
     a, b, c = 1 << 40, 2 << 40, 3 << 40
-    prev = stats.Sample(10.0, [(a, 100, 10000, 0, 0), (b, 50, 5000, 0, 0)])
-    cur = stats.Sample(12.0, [(c, 20, 2000, 0, 0), (b, 40, 4000, 0, 300), (a, 300, 30000, 2, 0)])
+    prev = sample(10.0, [(a, 100, 10000, 0, 0), (b, 50, 5000, 0, 0)])
+    cur = sample(12.0, [(c, 20, 2000, 0, 0), (b, 40, 4000, 0, 300), (a, 300, 30000, 2, 0)])
     cur.rates_from(prev)
     ea, eb, ec = (cur.entry(cur.index(k)) for k in (a, b, c))
     assert (ea.pps, ea.bps) == (100.0, 80000.0)  # 200 packets, 20000 bytes in 2 s
@@ -107,7 +138,12 @@ def test_rates_over_the_interval() -> None:
     assert (eb.pps, eb.last_seen) == (20.0, 3.0)  # counter went back: a new entry
     assert ec.pps == 10.0  # new since the last sample
     assert cur.index(4 << 40) == -1
-    assert stats.Sample(0, [(a, 0, 0, 0, 9)]).entry(0).last_seen is None  # never used
+    assert sample(0, [(a, 0, 0, 0, 9)]).entry(0).last_seen is None  # never used
+    same = sample(14.0, [(c, 30, 3000, 0, 0), (b, 40, 4000, 0, 0), (a, 300, 30000, 2, 0)])
+    same.rates_from(cur)  # same keys, same order: the fast path
+    assert [same.entry(i).pps for i in range(3)] == [5.0, 0.0, 0.0]
+    find = same.finder()
+    assert find(4, None, ip_address("225.0.0.1")) is None
     view = stats.CountersView(cur)
     with pytest.raises(KeyError):
         view[(4, ip_address("10.0.0.1"), ip_address("225.0.0.1"))]
@@ -115,8 +151,8 @@ def test_rates_over_the_interval() -> None:
 
 def test_memory_per_entry_is_small() -> None:
     rows = [(i << 28, i, i, 0, 0) for i in range(10000)]
-    s = stats.Sample(0.0, rows)
-    s.rates_from(stats.Sample(-1.0, list(rows)))
+    s = sample(0.0, rows)
+    s.rates_from(sample(-1.0, list(rows)))
     arrays = (s.keys, s.packets, s.bytes, s.wrong, s.idle, s.pps, s.bps)
     per_entry = sum(a.itemsize for a in arrays)  # type: ignore[union-attr]
     assert per_entry == 44
