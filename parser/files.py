@@ -286,6 +286,21 @@ class _Reader:
             )
             return
         full = os.path.join(glob.escape(basedir), pattern) if basedir else pattern
+        folder = os.path.dirname(full) or "."
+        if (
+            not glob.has_magic(folder)
+            and os.path.isdir(folder)
+            and not os.access(folder, os.R_OK | os.X_OK)
+        ):
+            # glob() would silently find nothing: a folder only root can read
+            # must not look like an empty one.
+            name = display_name(folder)
+            self._add(
+                Problem(
+                    where, f"include: cannot read folder {name}: Permission denied", False, folder
+                )
+            )
+            return
         try:
             paths = sorted(glob.glob(full))
         except (OSError, ValueError, RecursionError) as e:
@@ -312,7 +327,8 @@ class _Reader:
                 text = read_file(path)
             except (OSError, ValueError) as e:
                 why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-                self.error(where, f"include: cannot read {name}: {why}")
+                denied = path if isinstance(e, PermissionError) else ""
+                self._add(Problem(where, f"include: cannot read {name}: {why}", False, denied))
                 continue
             self.text(text, name, path, real, depth + 1)
 
@@ -350,5 +366,6 @@ def parse_file(path: str) -> tuple[Config, list[Problem]]:
         text = read_file(path)
     except (OSError, ValueError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        return Config(), [Problem(Where(name, 0), why)]
+        denied = path if isinstance(e, PermissionError) else ""
+        return Config(), [Problem(Where(name, 0), why, False, denied)]
     return _run(text, name, path)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
-from smcroute import logsetup, observe, sdnotify
+from smcroute import logsetup, observe, readable, sdnotify
 from smcroute.engine.core import Engine, EngineError, Link, describe
 from smcroute.engine.mrdisc import Schedule
 from smcroute.engine.ops import AddVif, Announce, DelVif, Op, RunHook
@@ -56,6 +56,11 @@ from smcroute.stats import (
 UPCALL_ROUND = 64
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
+EX_CONFIG = 78
+
+
+class Unreadable(Exception):
+    """The configuration exists but the main process may not read it (start-up)."""
 
 
 @dataclass
@@ -147,6 +152,13 @@ class Daemon:
         t0 = time.monotonic()
         config, problems = parse_file(self.opts.conf)
         t1 = time.monotonic()
+        unreadable = readable.denied(problems)
+        if unreadable:
+            # No silent empty (or half) router: the original reads as root.
+            me = readable.user_name(os.getuid())
+            for path in unreadable:
+                log.error(readable.explain(path, me))
+            raise Unreadable(f"cannot read the configuration {self.opts.conf}: exiting")
         try:
             os.stat(self.opts.conf)
             missing = False
@@ -317,8 +329,12 @@ class Daemon:
         logsetup.notice(f"reloading {self.opts.conf}")
         config, problems = parse_file(self.opts.conf)
         errors = [str(p) for p in problems if not p.warning]
+        me = readable.user_name(os.getuid())
+        errors += [readable.explain(path, me) for path in readable.denied(problems)]
         for p in problems:
             (log.warning if p.warning else log.error)(str(p))
+        for path in readable.denied(problems):
+            log.error(readable.explain(path, me))
         if errors:
             log.error("reload rejected: the running configuration is unchanged")
             sdnotify.ready("reload rejected: configuration has errors")
@@ -495,7 +511,12 @@ class Daemon:
 
     def run(self) -> int:
         try:
-            self.start()
+            try:
+                self.start()
+            except Unreadable as e:
+                log.error(str(e))
+                self.status = EX_CONFIG
+                return self.status  # `finally` below shuts down cleanly
             while not self.stopping:
                 now = time.monotonic()
                 if self.opts.exit_after is not None and now - self.started >= self.opts.exit_after:

@@ -203,14 +203,29 @@ def metrics_socket(spec: str) -> socket.socket:
     return sock
 
 
-def check_file(path: str) -> int:
-    """`-F FILE`: every problem as FILE:LINE: message; 0 valid, 78 not."""
+def check_file(path: str, o: Options | None = None) -> int:
+    """`-F FILE`: every problem as FILE:LINE: message; 0 valid, 78 not.
+
+    Run as root, it also warns about every file, include and folder the
+    daemon's user (`-p`, or the default) could not read: the main process
+    reads the configuration unprivileged (see `smcroute.readable`).
+    """
+    from smcroute import readable
     from smcroute.parser import parse_file
 
     _config, problems = parse_file(path)
     for p in problems:
         kind = "warning" if p.warning else "error"
         print(f"{p} ({kind})" if p.warning else str(p), file=sys.stderr)
+    if os.geteuid() == 0 and not readable.denied(problems):
+        o = o or Options()
+        try:
+            who = identity.choose(o.user, o.group, o.ident, lock=False)
+        except identity.IdentityError:
+            who = None
+        if who is not None and who.uid != 0:
+            for denied in readable.check_as(path, who.uid, who.gid):
+                print(f"{readable.explain(denied, who.name)} (warning)", file=sys.stderr)
     return EX_CONFIG if any(not p.warning for p in problems) else EX_OK
 
 
@@ -391,7 +406,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         print(f"SMCRoute v{__version__}")
         sys.exit(EX_OK)
     if kw["check"]:
-        sys.exit(check_file(kw["check"]))
+        sys.exit(check_file(kw["check"], o))
     try:
         code = run(o)
     except KeyboardInterrupt:

@@ -162,6 +162,9 @@ class Problem:
     where: Where
     message: str
     warning: bool = False
+    # The file or directory this process was not allowed to read, when that
+    # is the problem (the daemon's main process reads unprivileged).
+    denied: str = ""
 
     def __str__(self) -> str:
         if self.where.line <= 0:

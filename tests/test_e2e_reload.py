@@ -575,19 +575,58 @@ def test_renamed_interface_gives_back_its_vif(topology: Topo, family: int) -> No
     assert "failed" not in d.log()
 
 
-def test_unreadable_config_at_startup_is_an_error_not_a_missing_file(topology: Topo) -> None:
-    """The parent reads the file unprivileged (as nobody): a file it may not
-    read is an error naming the file, not "not found"; the daemon still runs."""
+@pytest.mark.parametrize("what", ["file", "include", "folder"])
+def test_unreadable_config_at_startup_exits_78(topology: Topo, what: str) -> None:
+    """The main process reads the configuration unprivileged: an existing file,
+    include or include folder it may not read is an error naming the file,
+    the user and the fix, and the daemon exits 78 -- never a silently empty
+    (or half) router, since the original reads it as root."""
     topo = topology(1)
-    d = Daemon(topo.router, OUR_DAEMON, mroute(topo, 4, 1, "a1", "a2"), ctl_binary=OUR_CTL)
-    os.chmod(d.dir, 0o755)
-    os.chmod(d.conf, 0o600)  # root's, unreadable by the daemon's user
+    d = Daemon(topo.router, OUR_DAEMON, "", ctl_binary=OUR_CTL)
+    inc = d.dir / "conf.d"
+    inc.mkdir()
+    (inc / "a.conf").write_text(mroute(topo, 4, 1, "a1", "a2"))
+    write_conf(d, f"include {inc}/*.conf\n")
+    inc.chmod(0o755)
+    (inc / "a.conf").chmod(0o644)
+    bad = {"file": Path(d.conf), "include": inc / "a.conf", "folder": inc}[what]
+    bad.chmod(0o700 if what == "folder" else 0o600)  # root's only
     topo.on_close(d.stop)
-    d.start()
+    d.start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(timeout=30) == 78
     log = d.log()
-    assert f"{d.conf}: Permission denied" in log, log
-    assert "not found" not in log, log
-    assert d.running() and kernel(topo.router, 4) == {}
+    line = next((ln for ln in log.splitlines() if f"{bad}: the daemon's main process" in ln), "")
+    assert "runs as " in line and "cannot read this" in line, log
+    assert f"chmod {'o+rx' if what == 'folder' else 'o+r'} {bad}" in line, log
+    assert "not found" not in log and "ready" not in log, log
+    assert kernel(topo.router, 4) == {}
+    # -F as root: valid (exit 0), with a warning naming the file, the user and the fix
+    r = topo.router.run(OUR_DAEMON, "-F", d.conf, check=False)
+    assert r.returncode == 0, r.stderr
+    assert f"{bad}: the daemon's main process runs as " in r.stderr, r.stderr
+    assert "(warning)" in r.stderr
+    bad.chmod(0o755 if what == "folder" else 0o644)
+    r = topo.router.run(OUR_DAEMON, "-F", d.conf, check=False)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_unreadable_config_on_reload_is_rejected(topology: Topo) -> None:
+    topo = topology(2)
+    R = topo.router
+    d = start_daemon(R, mroute(topo, 4, 1, "a1", "a2"), topo=topo)
+    assert kernel(R, 4) == expect(topo, 4, {1: ("a2",)})
+    write_conf(d, mroute(topo, 4, 1, "a1", "a3"))
+    os.chmod(d.conf, 0o600)
+    r = d.ctl("reload", check=False)
+    assert r.returncode == 1
+    assert f"{d.conf}: the daemon's main process runs as " in r.stderr, r.stderr
+    assert "reload rejected" in r.stderr
+    assert kernel(R, 4) == expect(topo, 4, {1: ("a2",)})  # unchanged
+    assert forwarded(topo, 4, 1, 0) == 10
+    os.chmod(d.conf, 0o644)
+    d.ctl("restart")
+    assert kernel(R, 4) == expect(topo, 4, {1: ("a3",)})
 
 
 def test_sighup_during_startup_delay_does_not_kill(topology: Topo) -> None:
