@@ -10,8 +10,10 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import netns
@@ -222,6 +224,31 @@ def test_ctl_warnings_reach_stderr_and_the_log(
     # no warning, no noise
     r = d.ctl("add", "a1", src, g2, "a3", check=False)
     assert r.returncode == 0 and r.stderr == ""
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_same_sg_on_two_inbound_interfaces_the_later_line_wins(
+    family: int, topology: Callable[..., RouterTopology], ours: Callable[..., Daemon]
+) -> None:
+    """Upstream issue #212: the kernel keeps one forwarding entry per (S,G)
+    (MRT_ADD_MFC_PROXY accepts a second one, but only one ever forwards:
+    doc/KERNEL.md, tests/test_kernel_facts.py).  So -F warns, the later line
+    wins, and only its inbound interface is forwarded."""
+    topo = topology(2)
+    src = topo.source(family)
+    g = "225.21.2.12" if family == 4 else "ff2e::2112"
+    conf = "".join(f"mroute from {i} source {src} group {g} to a2\n" for i in ("a1", "a3"))
+    d = ours(topo.router, conf)
+    r = topo.router.run(OURS, "-F", d.conf, check=False)
+    assert r.returncode == 0
+    assert "is already routed from a1 on line 1; a source and group can have only one" in r.stderr
+    assert routes(topo, family) == {(src, g, "a3", ("a2",))}
+    rx = Receiver(topo.receivers[0], "r0", [g], topology=topo).start()
+    flood = [sys.executable, str(Path(__file__).parent / "mcast_flood.py"), "flood",
+             "--group", g, "--source", src, "--count", "5"]  # fmt: skip
+    topo.sender.run(*flood, "--iface", "s0", "--first", "0")  # into a1: the wrong interface now
+    topo.receivers[1].run(*flood, "--iface", "r0", "--first", "100")  # into a3: forwarded
+    assert rx.stop().seqs(src, g) == [100, 101, 102, 103, 104]
 
 
 def test_show_formats(topology: Callable[..., RouterTopology], ours: Callable[..., Daemon]) -> None:
