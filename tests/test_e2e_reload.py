@@ -599,7 +599,7 @@ def test_unreadable_config_at_startup_exits_78(topology: Topo, what: str) -> Non
     line = next((ln for ln in log.splitlines() if f"{bad}: the daemon's main process" in ln), "")
     assert "runs as " in line and "cannot read this" in line, log
     assert f"chmod {'o+rx' if what == 'folder' else 'o+r'} {bad}" in line, log
-    assert "not found" not in log and "ready" not in log, log
+    assert "not found" not in log and "]: ready: " not in log, log
     assert kernel(topo.router, 4) == {}
     # -F as root: valid (exit 0), with a warning naming the file, the user and the fix
     r = topo.router.run(OUR_DAEMON, "-F", d.conf, check=False)
