@@ -105,9 +105,17 @@ def cpu_ns(pids: list[int]) -> int:
 
 
 def rss_by_role(pid: int) -> dict[str, int]:
+    """KiB per process: ours has a main process, the privileged helper and a janitor."""
     out: dict[str, int] = {}
     for p in process_tree(pid):
-        role = "helper" if "privileged helper" in cmdline(p) else "main"
+        title = cmdline(p)
+        role = (
+            "helper"
+            if "privileged helper" in title
+            else "janitor"
+            if "janitor" in title
+            else "main"
+        )
         out[role] = out.get(role, 0) + rss_kib(p)
     return out
 
@@ -269,6 +277,8 @@ def section_start(impl: str, args: argparse.Namespace, memory: bool, show: bool)
                 )
     if memory and idle:
         put("RSS main, idle", impl, idle.get("main", 0) / 1024, "MiB")
+        if "janitor" in idle:
+            put("RSS janitor, idle", impl, idle["janitor"] / 1024, "MiB")
 
 
 def section_upcalls(impl: str, args: argparse.Namespace, first: bool, cpu: bool) -> None:
@@ -344,7 +354,9 @@ def fmt(v: float | None, unit: str) -> str:
 
 
 def print_table(loads: list[str]) -> None:
-    rows = list(ROWS.values())
+    order = ("python3", "smcroutectl", "show", "start", "RSS", "first", "lost", "CPU")
+    rows = sorted(ROWS.values(), key=lambda r: next(
+        (i for i, p in enumerate(order) if r.figure.startswith(p)), len(order)))  # fmt: skip
     for r in rows:  # ms figures are measured in seconds
         if r.unit == "ms" and not r.figure.startswith(("first", "CPU")):
             r.values = {k: (None if v is None else v * 1000) for k, v in r.values.items()}

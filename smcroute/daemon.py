@@ -39,8 +39,8 @@ from smcroute.output import render
 from smcroute.parser import ParseError, parse_command, parse_file
 from smcroute.privsep.client import Helper, HelperGone
 from smcroute.privsep.proto import Upcall
+from smcroute.show import Counters, render_routes
 from smcroute.show import document as show_document
-from smcroute.show import render_routes
 from smcroute.stats import (
     DEFAULT_INTERVAL,
     CountersView,
@@ -391,7 +391,12 @@ class Daemon:
         """`show` rendered as smcroutectl prints it (the client only copies bytes)."""
         with bulk():
             if what == "routes" and not (detail and fmt == "json"):
-                counters = self.counters() if detail else {}
+                counters: Counters = {}
+                if detail:  # one dump into flat arrays: no address objects per entry
+                    try:
+                        counters = CountersView(self.sampler.fresh(time.monotonic()))
+                    except (NetlinkError, OSError) as e:
+                        raise EngineError(f"cannot read kernel counters: {e}") from e
                 return render_routes(self.engine, fmt, detail, counters).encode("utf-8")
             doc = self.show(what, detail)  # -j -d routes: with rates (smcroute.stats)
             return render(what, doc, fmt, detail=detail).encode("utf-8")
