@@ -1,26 +1,34 @@
-"""Dropping the parent's privileges after the privileged helper is spawned.
+"""Capabilities: the one place that drops, keeps and hands them on.
 
-Owns: `drop_parent_privileges(uid, gid, name)` -- switch to the unprivileged
-identity `smcroute.identity` chose (supplementary groups, gid, uid), and in
-every case end with no capabilities at all (bounding, permitted, effective,
-inheritable, ambient) and no-new-privs.  Where switching user is impossible (a user namespace that
-maps only root, for example) it stays uid 0 without capabilities and says so.
+Owns: `restrict(keep)` -- exactly the capabilities `keep` left (effective
+and permitted; none inheritable or ambient, none beyond them in the
+bounding set), locked securebits and no-new-privs, verified in
+/proc/self/status; `drop_parent_privileges(uid, gid, name)` -- the main
+process (and the janitor) switch to the identity `smcroute.identity` chose
+and keep nothing, or stay uid 0 with nothing where switching is impossible
+(a user namespace that maps only root, for example); `ambient(on)` -- the
+privileged helper's two capabilities handed on to the `-e` hook.
 
 Must not: be called before the helper has its sockets (nothing privileged is
-possible afterwards), or leave the process with any capability: it verifies
-/proc/self/status and raises `PrivilegeError` if anything is left.
+possible afterwards), or return with more capabilities than asked: it
+raises `PrivilegeError` if anything more is left.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
+from typing import Any
 
 import prctl  # type: ignore[import-untyped, unused-ignore]
 
 # securebits: NOROOT, NOROOT_LOCKED, NO_SETUID_FIXUP, NO_SETUID_FIXUP_LOCKED,
 # KEEP_CAPS_LOCKED -- uid 0 can never regain capabilities through exec.
 _SECUREBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+HELPER_CAPS = (CAP_NET_ADMIN, CAP_NET_RAW)  # all the privileged helper keeps
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_CLEAR_ALL = 47, 2, 4
+_libc: Any = None
 
 
 class PrivilegeError(Exception):
@@ -37,22 +45,48 @@ def _cap_status() -> dict[str, int]:
     return out
 
 
-def _drop_bounding_set() -> None:
+def _lock(keep: tuple[int, ...]) -> list[str]:
+    """No-new-privs, locked securebits, a bounding set of `keep` (while
+    CAP_SETPCAP is still effective).  Returns warnings."""
+    warnings = []
+    prctl.set_no_new_privs(1)
+    try:
+        prctl.set_securebits(_SECUREBITS)
+    except OSError as e:
+        warnings.append(f"cannot lock securebits: {e.strerror}")
     try:
         with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
             last = int(f.read())
     except (OSError, ValueError):
         last = 63
-    for cap in range(last + 1):  # needs CAP_SETPCAP; harmless if already gone
-        with contextlib.suppress(OSError, ValueError):
+    failed = 0
+    for cap in (c for c in range(last + 1) if c not in keep):
+        try:
             prctl.capbset_drop(cap)
+        except (OSError, ValueError):
+            failed += 1
+    if failed:
+        warnings.append(f"could not drop {failed} capabilities from the bounding set")
+    return warnings
 
 
-def _clear_capabilities() -> None:
-    """Empty the permitted, effective, inheritable (and so ambient) sets."""
-    flags = [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED, prctl.CAP_INHERITABLE]
+def _keep_only(keep: tuple[int, ...]) -> None:
+    ep = [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED]
+    others = [c for c in prctl.ALL_CAPS if c not in keep]
     # Dropping from permitted/inheritable also empties the ambient set (kernel invariant).
-    prctl.set_caps((list(prctl.ALL_CAPS), flags, False))
+    prctl.set_caps((others, ep, False), (list(prctl.ALL_CAPS), prctl.CAP_INHERITABLE, False))
+    st = _cap_status()
+    left = (st.get("CapEff", 0) | st.get("CapPrm", 0)) & ~sum(1 << c for c in keep)
+    left |= st.get("CapInh", 0) | st.get("CapAmb", 0)
+    if left or st.get("NoNewPrivs") != 1:
+        raise PrivilegeError(f"could not drop all capabilities (left: {left:#x})")
+
+
+def restrict(keep: tuple[int, ...]) -> list[str]:
+    """Keep exactly `keep` (see the module docstring); returns warnings."""
+    warnings = _lock(keep)
+    _keep_only(keep)
+    return warnings
 
 
 def drop_parent_privileges(uid: int, gid: int, name: str) -> str:
@@ -61,12 +95,7 @@ def drop_parent_privileges(uid: int, gid: int, name: str) -> str:
 
     Raises PrivilegeError if any capability is left afterwards.
     """
-    prctl.set_no_new_privs(1)
-    with contextlib.suppress(OSError):
-        prctl.set_securebits(_SECUREBITS)  # needs CAP_SETPCAP; best effort
-    # The bounding set can only shrink while CAP_SETPCAP is effective: do it
-    # before the uid switch takes our capabilities away.
-    _drop_bounding_set()
+    _lock(())  # the bounding set shrinks only before the uid switch
     why = ""
     switched = False
     try:
@@ -79,11 +108,7 @@ def drop_parent_privileges(uid: int, gid: int, name: str) -> str:
             switched = True
     except OSError as e:
         why = f"{e.strerror} switching to {name}"
-    _clear_capabilities()
-    st = _cap_status()
-    left = st.get("CapEff", 0) | st.get("CapPrm", 0) | st.get("CapInh", 0) | st.get("CapAmb", 0)
-    if left or st.get("NoNewPrivs") != 1:
-        raise PrivilegeError(f"could not drop all capabilities (left: {left:#x})")
+    _keep_only(())
     if switched and os.getuid() == uid:
         if uid == 0:
             return f"running as {name} with no capabilities"
@@ -92,3 +117,19 @@ def drop_parent_privileges(uid: int, gid: int, name: str) -> str:
         f"user switch impossible ({why or 'uid unchanged'}); "
         f"running as uid {os.getuid()} with no capabilities"
     )
+
+
+def ambient(on: bool) -> None:
+    """Around spawning the hook: the helper's capabilities as ambient ones, the
+    only way uid 0 keeps capabilities across exec under SECBIT_NOROOT."""
+    global _libc
+    if _libc is None:
+        import ctypes  # only when a hook runs: keeps the helper small otherwise
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    prctl.cap_inheritable.net_admin = prctl.cap_inheritable.net_raw = on
+    for cap in HELPER_CAPS if on else ():
+        if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0:
+            raise OSError(errno.EPERM, "cannot raise ambient capabilities for the hook")
+    if not on:
+        _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)

@@ -1,13 +1,15 @@
-"""The unprivileged parent's handle on the privileged helper.
+"""The daemon's handle on the privileged helper (the daemon side of the socketpair).
 
-Owns: spawning the helper (`start_helper`), turning engine `Op`s into wire
-op records, sending them in batches of at most `proto.MAX_BATCH` and waiting
-for each REPLY (buffering UPCALL/LOG messages that arrive meanwhile), the
-PID-file request, and noticing that the helper is gone (`HelperGone`).
+Owns: spawning the helper (`start_helper`), sending wire records in OPS
+batches of at most `wire.MAX_BATCH` and waiting for each REPLY, the PID-file
+request, handing on the helper's LOG lines as they arrive (so they stay in
+order with the replies and the daemon's own lines), buffering UPCALL and
+SOLICIT events that arrive meanwhile, and noticing that the helper is gone
+(`HelperGone`).
 
-Must not: execute anything privileged itself, interpret upcalls (that is the
-engine's job), or block the daemon's event loop except while waiting for a
-REPLY (bounded by a timeout).
+Must not: execute anything privileged itself, know the engine (the daemon
+turns engine operations into records: `smcroute.helper_wire`), or block the
+daemon's event loop except while waiting for a REPLY (bounded by a timeout).
 """
 
 from __future__ import annotations
@@ -20,30 +22,20 @@ import select
 import socket
 import subprocess
 import sys
+import syslog
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import smcroute
-from smcroute.engine.ops import (
-    AddMfc,
-    AddVif,
-    Announce,
-    DelMfc,
-    DelVif,
-    JoinGroup,
-    LeaveGroup,
-    Op,
-    RunHook,
-)
-from smcroute.model import Address
 
-from . import proto
-from .proto import LogLine, OpRecord, ProtoError, Upcall
+from . import wire
+from .wire import ProtoError, Record, Solicit, Upcall
 
-__all__ = ["Event", "Helper", "HelperGone", "LogLine", "Upcall", "op_record", "start_helper"]
+__all__ = ["Event", "HelperClient", "HelperGone", "LogSink", "start_helper"]
 
-Event = Upcall | LogLine
+Event = Upcall | Solicit
+LogSink = Callable[[int, str], None]  # (syslog level, text) of a helper log line
 
 READ_BURST = 2048  # messages read per read_events() call
 WINDOW = 4  # OPS batches in flight (each up to ~78 KB; fits SOCKBUF)
@@ -84,74 +76,23 @@ def _libdirs() -> str:
     return os.pathsep.join(dirs)
 
 
-_Z16 = bytes(16)
-_Z32 = bytes(32)
-
-
 class HelperGone(Exception):
     """The privileged helper exited, crashed or stopped answering."""
 
 
-def _addr16(addr: Address | None) -> bytes:
-    if addr is None:
-        return _Z16
-    raw = addr.packed
-    return raw if len(raw) == 16 else raw + bytes(12)
+def _stderr(level: int, text: str) -> None:
+    sys.stderr.write(f"helper: {text}\n")
 
 
-def _ttls(ttls: Sequence[tuple[int, int]]) -> bytes:
-    out = bytearray(32)
-    for vif, thr in ttls:
-        if not 0 <= vif < 32 or not 0 <= thr <= 255:
-            raise ProtoError(f"bad outbound VIF/threshold ({vif}, {thr})")
-        out[vif] = max(thr, 1)  # 0 would mean "not an output"; TTL > 0 == TTL > 1 here
-    return bytes(out)
+class HelperClient:
+    """A running privileged helper, seen from the daemon."""
 
-
-def op_record(op: Op) -> OpRecord:
-    """Engine op -> wire record.  Raises ProtoError for values that cannot be sent."""
-    if isinstance(op, AddVif):
-        return OpRecord(
-            proto.ADD_VIF, op.family, op.vif, op.ifindex, op.threshold, _Z16, _Z16, _Z32
-        )
-    if isinstance(op, DelVif):
-        return OpRecord(proto.DEL_VIF, op.family, op.vif, op.ifindex, 0, _Z16, _Z16, _Z32)
-    if isinstance(op, AddMfc):
-        return OpRecord(
-            proto.ADD_MFC,
-            op.family,
-            op.parent,
-            0,
-            0,
-            _addr16(op.source),
-            _addr16(op.group),
-            _ttls(op.ttls),
-        )
-    if isinstance(op, DelMfc):
-        return OpRecord(
-            proto.DEL_MFC, op.family, op.parent, 0, 0, _addr16(op.source), _addr16(op.group), _Z32
-        )
-    if isinstance(op, JoinGroup | LeaveGroup):
-        kind = proto.JOIN if isinstance(op, JoinGroup) else proto.LEAVE
-        return OpRecord(
-            kind, op.family, 0, op.ifindex, 0, _addr16(op.source), _addr16(op.group), _Z32
-        )
-    if isinstance(op, Announce):
-        return OpRecord(proto.MRDISC, op.family, 0, op.ifindex, op.interval, _Z16, _Z16, _Z32)
-    if isinstance(op, RunHook):
-        action = proto.HOOK_RELOAD if op.action == "reload" else proto.HOOK_INSTALL
-        return OpRecord(
-            proto.HOOK, op.family, 0, 0, action, _addr16(op.source), _addr16(op.group), _Z32
-        )
-    raise ProtoError(f"unknown op {op!r}")
-
-
-class Helper:
-    """A running privileged helper, seen from the parent."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], sock: socket.socket, log: LogSink = _stderr
+    ) -> None:
         self.proc = proc
         self.sock = sock
+        self.log = log
         self._seq = 0
         self._events: list[Event] = []
         self._gone = False
@@ -192,7 +133,7 @@ class Helper:
     def _recv(self, flags: int = 0) -> bytes | None:
         """One message; None when nothing is waiting (non-blocking mode)."""
         try:
-            data = self.sock.recv(proto.MAX_MESSAGE + 1, flags)
+            data = self.sock.recv(wire.MAX_MESSAGE + 1, flags)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as e:
@@ -203,16 +144,20 @@ class Helper:
             self._raise_gone()
         return data
 
-    def _buffer(self, data: bytes) -> proto.Message | None:
+    def _buffer(self, data: bytes) -> wire.Message | None:
+        """Log a LOG line now, buffer an event; return anything else."""
         try:
-            msg = proto.decode(data)
+            msg = wire.decode(data)
         except ProtoError as e:
-            self._events.append(LogLine(proto.LOG_ERR, f"malformed message from the helper: {e}"))
+            self.log(syslog.LOG_ERR, f"malformed message from the helper: {e}")
             return None
-        if isinstance(msg, Upcall | LogLine):
+        if isinstance(msg, wire.Log):
+            self.log(msg.level, msg.text)
+        elif isinstance(msg, Upcall | Solicit):
             self._events.append(msg)
-            return None
-        return msg
+        else:
+            return msg
+        return None
 
     def _send(self, data: bytes) -> None:
         try:
@@ -244,11 +189,9 @@ class Helper:
             if raw is None:
                 continue
             msg = self._buffer(raw)
-            if isinstance(msg, proto.Reply) and msg.seq == seq:
+            if isinstance(msg, wire.Reply) and msg.seq == seq:
                 if len(msg.errnos) != count:
-                    self._events.append(
-                        LogLine(proto.LOG_ERR, "helper answered with the wrong number of results")
-                    )
+                    self.log(syslog.LOG_ERR, "the helper answered with the wrong number of results")
                     return tuple(msg.errnos[:count]) + (errno.EPROTO,) * (count - len(msg.errnos))
                 return msg.errnos
             # a stale REPLY (after a timeout) or a request type: ignore
@@ -258,14 +201,14 @@ class Helper:
         return self._seq
 
     # --- API -------------------------------------------------------------------
-    def execute(self, ops: Sequence[Op], timeout: float = DEFAULT_TIMEOUT) -> list[int]:
-        """Run `ops` in the helper; one errno per op (0 = done), in order.
+    def execute(self, records: Sequence[Record], timeout: float = DEFAULT_TIMEOUT) -> list[int]:
+        """Run `records` in the helper; one errno per record (0 = done), in order.
 
-        Ops that cannot even be encoded get EINVAL without being sent.  Raises
-        HelperGone if the helper is gone or does not answer within `timeout`
-        seconds per batch.
+        A record that cannot be encoded gets EINVAL without being sent.
+        Raises HelperGone if the helper is gone or does not answer within
+        `timeout` seconds per batch.
         """
-        result = [0] * len(ops)
+        result = [0] * len(records)
         if self.closed:
             self._raise_gone()
         # Pipelined: up to WINDOW batches in flight, so that the helper's
@@ -277,19 +220,22 @@ class Helper:
             for i, err in zip(index, self._await(seq, len(index), timeout), strict=True):
                 result[i] = err
 
-        for start in range(0, len(ops), proto.MAX_BATCH):
-            index: list[int] = []
-            records: list[bytes] = []
-            for i in range(start, min(start + proto.MAX_BATCH, len(ops))):
-                try:
-                    records.append(proto.encode_op(op_record(ops[i])))
-                    index.append(i)
-                except ProtoError:
-                    result[i] = errno.EINVAL
-            if not records:
-                continue
+        for start in range(0, len(records), wire.MAX_BATCH):
+            index = list(range(start, min(start + wire.MAX_BATCH, len(records))))
             seq = self._next_seq()
-            self._send(proto.encode_ops_raw(seq, records))
+            try:
+                data = wire.encode_ops(seq, [records[i] for i in index])
+            except ProtoError:  # rare: find the culprits, send the rest
+                for i in list(index):
+                    with contextlib.suppress(ProtoError):
+                        wire.encode_ops(seq, [records[i]])
+                        continue
+                    result[i] = errno.EINVAL
+                    index.remove(i)
+                if not index:
+                    continue
+                data = wire.encode_ops(seq, [records[i] for i in index])
+            self._send(data)
             inflight.append((seq, index))
             if len(inflight) >= WINDOW:
                 collect()
@@ -297,33 +243,13 @@ class Helper:
             collect()
         return result
 
-    def execute_records(
-        self, records: Sequence[OpRecord], timeout: float = DEFAULT_TIMEOUT
-    ) -> list[int]:
-        """Like `execute`, for wire records (tests, benchmarks)."""
-        out: list[int] = []
-        for start in range(0, len(records), proto.MAX_BATCH):
-            chunk = records[start : start + proto.MAX_BATCH]
-            seq = self._next_seq()
-            out.extend(self._request(proto.encode_ops(seq, chunk), seq, len(chunk), timeout))
-        return out
-
-    def send_raw(self, data: bytes) -> None:
-        """Send arbitrary bytes as one message (tests of the helper's defences)."""
-        self._send(data)
-
     def write_pidfile(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Ask the helper to write our pid into the PID file (touch it later on)."""
         seq = self._next_seq()
-        return self._request(proto.encode_pidfile(seq), seq, 1, timeout)[0]
-
-    def set_loglevel(self, level: int, timeout: float = DEFAULT_TIMEOUT) -> int:
-        """Change the helper's syslog threshold (0 = nothing, 3 err .. 7 debug)."""
-        seq = self._next_seq()
-        return self._request(proto.encode_loglevel(seq, level), seq, 1, timeout)[0]
+        return self._request(wire.encode_pidfile(seq), seq, 1, timeout)[0]
 
     def has_events(self) -> bool:
-        """Upcalls or log lines already buffered (read while waiting for a reply).
+        """Events already buffered (read while waiting for a reply).
 
         The socket is not readable for them any more: the caller's event loop
         must not wait for it before handling these.
@@ -331,7 +257,7 @@ class Helper:
         return bool(self._events)
 
     def read_events(self, limit: int | None = None) -> list[Event]:
-        """Buffered and newly arrived upcalls and log lines; never blocks.
+        """Buffered and newly arrived events (log lines are logged); never blocks.
 
         At most `limit` are returned; the rest stay buffered (`has_events`).
 
@@ -375,9 +301,9 @@ def start_helper(
     *,
     pidfile: str,
     ctlsock: str,
-    loglevel: str,
     hook: str | None = None,
-) -> Helper:
+    log: LogSink = _stderr,
+) -> HelperClient:
     """Spawn the privileged helper with the mroute sockets; close our copies."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for end in (parent, child):
@@ -395,8 +321,6 @@ def start_helper(
         os.path.abspath(pidfile) if pidfile else "",
         "--ctlsock",
         os.path.abspath(ctlsock) if ctlsock else "",
-        "--loglevel",
-        loglevel,
     ]
     if hook:
         argv += ["--hook", hook]
@@ -414,4 +338,4 @@ def start_helper(
             if mr is not None:
                 mr.close()
     parent.setblocking(True)
-    return Helper(proc, parent)
+    return HelperClient(proc, parent, log)

@@ -1,13 +1,13 @@
 """The Linux multicast routing API as numbers and bytes.
 
-Owns: the MRT_*/MRT6_* option numbers, upcall message types, the packed
-kernel structures (vifctl, mfcctl, mif6ctl, mf6cctl, group_req,
+Owns: the MRT_*/MRT6_* option numbers, the limits of the kernel's tables,
+the packed kernel structures (vifctl, mfcctl, mif6ctl, mf6cctl, group_req,
 group_source_req) and the decoders of kernel upcalls (igmpmsg, mrt6msg).
 Layouts are x86_64/Linux as verified in doc/KERNEL.md.
 
 Must not: do any I/O or system call, import anything beyond `struct`,
-`socket` (for constants) and `typing`, or raise anything but `UpcallError` from a
-decoder.  It is imported by the privileged child, so keep it tiny.
+`socket` (for constants) and `typing`, or raise anything but `UpcallError`
+from a decoder.  Both the helper and the daemon import it.
 """
 
 from __future__ import annotations
@@ -16,79 +16,33 @@ import socket
 import struct
 from typing import NamedTuple
 
-# --- IPv4: level IPPROTO_IP on a raw IGMP socket ------------------------------
-MRT_INIT = 200
-MRT_DONE = 201
-MRT_ADD_VIF = 202
-MRT_DEL_VIF = 203
-MRT_ADD_MFC = 204
-MRT_DEL_MFC = 205
-MRT_VERSION = 206
-MRT_ASSERT = 207
-MRT_PIM = 208
-MRT_TABLE = 209
-MRT_ADD_MFC_PROXY = 210
-MRT_DEL_MFC_PROXY = 211
-MRT_FLUSH = 212
-MRT_FLUSH_MFC = 1
-MRT_FLUSH_MFC_STATIC = 2
-MRT_FLUSH_VIFS = 4
-MRT_FLUSH_VIFS_STATIC = 8
+MAXVIFS = 32  # VIFs (IPv4) and MIFs (IPv6) per table: the one definition
 
-MAXVIFS = 32
-VIFF_TUNNEL = 1
-VIFF_REGISTER = 4
+# IPv4: level IPPROTO_IP on a raw IGMP socket; IPv6: IPPROTO_IPV6 on raw ICMPv6
+MRT_INIT, MRT_ADD_VIF, MRT_DEL_VIF, MRT_ADD_MFC, MRT_DEL_MFC = 200, 202, 203, 204, 205
+MRT_ASSERT, MRT_PIM, MRT_TABLE, MRT_ADD_MFC_PROXY, MRT_DEL_MFC_PROXY = 207, 208, 209, 210, 211
+MRT6_INIT, MRT6_ADD_MIF, MRT6_DEL_MIF, MRT6_ADD_MFC, MRT6_DEL_MFC = 200, 202, 203, 204, 205
+MRT6_ASSERT, MRT6_PIM, MRT6_TABLE = 207, 208, 209
+MRT6_ADD_MFC_PROXY, MRT6_DEL_MFC_PROXY = 210, 211
 VIFF_USE_IFINDEX = 8
-
-IGMPMSG_NOCACHE = 1
-IGMPMSG_WRONGVIF = 2
-IGMPMSG_WHOLEPKT = 3
-IGMPMSG_WRVIFWHOLE = 4
-IGMPMSG_TYPES = frozenset({IGMPMSG_NOCACHE, IGMPMSG_WRONGVIF, IGMPMSG_WHOLEPKT, IGMPMSG_WRVIFWHOLE})
-
-SIOCGETVIFCNT = 0x89E0
-SIOCGETSGCNT = 0x89E1
-
-# --- IPv6: level IPPROTO_IPV6 on a raw ICMPv6 socket ---------------------------
-MRT6_INIT = 200
-MRT6_DONE = 201
-MRT6_ADD_MIF = 202
-MRT6_DEL_MIF = 203
-MRT6_ADD_MFC = 204
-MRT6_DEL_MFC = 205
-MRT6_VERSION = 206
-MRT6_ASSERT = 207
-MRT6_PIM = 208
-MRT6_TABLE = 209
-MRT6_ADD_MFC_PROXY = 210
-MRT6_DEL_MFC_PROXY = 211
-MRT6_FLUSH = 212
-
-MAXMIFS = 32
-MIFF_REGISTER = 1
-
-MRT6MSG_NOCACHE = 1
-MRT6MSG_WRONGMIF = 2
-MRT6MSG_WHOLEPKT = 3
-MRT6MSG_TYPES = frozenset({MRT6MSG_NOCACHE, MRT6MSG_WRONGMIF, MRT6MSG_WHOLEPKT})
-
-SIOCGETSGCNT_IN6 = 0x89E1
+# upcall message types, the same numbers for both families (igmpmsg, mrt6msg)
+NOCACHE, WRONGVIF = 1, 2
 
 ICMP6_FILTER = 1  # level IPPROTO_ICMPV6 (58)
-ICMP6_FILTER_BLOCKALL = b"\xff" * 32  # struct icmp6_filter: 256 bits, 1 = block
+# struct icmp6_filter: 256 bits, 1 = block; everything but type 152, the RFC
+# 4286 Multicast Router Solicitation (bit 152: byte 19, bit 0, little-endian)
+ICMP6_FILTER_SOLICIT_ONLY = b"\xff" * 19 + b"\xfe" + b"\xff" * 12
 
-# --- Group membership (RFC 3678 protocol-independent API) ----------------------
-MCAST_JOIN_GROUP = 42
-MCAST_BLOCK_SOURCE = 43
-MCAST_UNBLOCK_SOURCE = 44
-MCAST_LEAVE_GROUP = 45
-MCAST_JOIN_SOURCE_GROUP = 46
-MCAST_LEAVE_SOURCE_GROUP = 47
+# Group membership (RFC 3678 protocol-independent API)
+MCAST_JOIN_GROUP, MCAST_LEAVE_GROUP = 42, 45
+MCAST_JOIN_SOURCE_GROUP, MCAST_LEAVE_SOURCE_GROUP = 46, 47
 
-# --- Misc socket options not in Python's socket module -------------------------
+# Socket options not in Python's socket module
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 IPPROTO_ICMPV6 = 58
+IP_PKTINFO = 8
+IPV6_RECVPKTINFO, IPV6_PKTINFO = 49, 50
 
 # --- Struct layouts -------------------------------------------------------------
 # vifctl: vifi u16, flags u8, threshold u8, rate_limit u32, lcl (ifindex i32 |
@@ -106,7 +60,6 @@ MF6CCTL = struct.Struct("=28s28sH2x32s")
 GROUP_REQ = struct.Struct("=I4x128s")
 # group_source_req: interface u32, 4 pad, group ss (128), source ss (128).
 GROUP_SOURCE_REQ = struct.Struct("=I4x128s128s")
-SOCKADDR_STORAGE_LEN = 128
 
 IGMPMSG = struct.Struct("=8xBBBB4s4s")  # msgtype, mbz, vif, vif_hi, src, dst
 MRT6MSG = struct.Struct("=BBH4x16s16s")  # mbz, msgtype, mif, pad, src, dst
@@ -138,6 +91,11 @@ def sockaddr_in6(addr: bytes) -> bytes:
 def sockaddr_in(addr: bytes) -> bytes:
     """A 16-byte `struct sockaddr_in` for a raw 4-byte address (port 0)."""
     return struct.pack("=HH4s8x", _AF_INET, 0, addr)
+
+
+def mifi(mif: int) -> bytes:
+    """The `mifi_t` (u16) MRT6_DEL_MIF takes."""
+    return struct.pack("=H", mif)
 
 
 def mf6cctl(origin: bytes, group: bytes, parent: int, ifset: int) -> bytes:
@@ -175,61 +133,36 @@ class UpcallError(Exception):
 class RawUpcall(NamedTuple):
     """A decoded upcall; addresses stay raw (4 or 16 bytes) for speed."""
 
-    msgtype: int
+    msgtype: int  # NOCACHE or WRONGVIF
     vif: int
     source: bytes
     group: bytes
 
 
-def _is_mcast4(addr: bytes) -> bool:
-    return addr[0] & 0xF0 == 0xE0
+def decode_upcall(family: int, data: bytes) -> RawUpcall:
+    """Decode and sanity-check a `struct igmpmsg` (IPv4) or `struct mrt6msg` (IPv6).
 
-
-def _is_mcast6(addr: bytes) -> bool:
-    return addr[0] == 0xFF
-
-
-def decode_igmpmsg(data: bytes) -> RawUpcall:
-    """Decode and sanity-check a `struct igmpmsg` upcall (IPv4).
-
-    Refuses anything that is not plausibly from the kernel: mbz (byte 9, the IP
-    protocol field of a real packet) must be 0, the type known, the VIF < 32,
-    the destination multicast and the source not multicast.
+    Refuses anything that is not plausibly from the kernel: the must-be-zero
+    byte (byte 9 of igmpmsg, the protocol field of a real IPv4 packet; byte 0
+    of mrt6msg) must be 0, the type NOCACHE or WRONGVIF, the VIF < MAXVIFS,
+    the group multicast and the source not.  Of the 80 bytes of an mrt6msg
+    only the first 40 are looked at: the rest is stale kernel memory.
     """
-    if len(data) < IGMPMSG.size:
-        raise UpcallError(f"igmpmsg too short ({len(data)} bytes)")
-    msgtype, mbz, vif_lo, vif_hi, src, dst = IGMPMSG.unpack_from(data)
+    if family == 4 and len(data) >= IGMPMSG.size:
+        msgtype, mbz, vif_lo, vif_hi, src, dst = IGMPMSG.unpack_from(data)
+        vif, mcast = vif_lo | (vif_hi << 8), 0xE0
+    elif family == 6 and len(data) >= MRT6MSG.size:
+        mbz, msgtype, vif, src, dst = MRT6MSG.unpack_from(data)
+        mcast = 0xFF
+    else:
+        raise UpcallError(f"upcall too short ({len(data)} bytes)")
     if mbz != 0:
-        raise UpcallError(f"not an upcall (byte 9 is {mbz})")
-    if msgtype not in IGMPMSG_TYPES:
-        raise UpcallError(f"unknown igmpmsg type {msgtype}")
-    vif = vif_lo | (vif_hi << 8)
+        raise UpcallError(f"not an upcall (must-be-zero byte is {mbz})")
+    if msgtype not in (NOCACHE, WRONGVIF):
+        raise UpcallError(f"unexpected upcall type {msgtype}")
     if vif >= MAXVIFS:
-        raise UpcallError(f"igmpmsg VIF {vif} out of range")
-    if not _is_mcast4(dst):
-        raise UpcallError("igmpmsg group is not multicast")
-    if _is_mcast4(src):
-        raise UpcallError("igmpmsg source is multicast")
+        raise UpcallError(f"upcall VIF {vif} out of range")
+    mask = 0xF0 if family == 4 else 0xFF
+    if dst[0] & mask != mcast or src[0] & mask == mcast:
+        raise UpcallError("upcall addresses are not a unicast source and a multicast group")
     return RawUpcall(msgtype, vif, src, dst)
-
-
-def decode_mrt6msg(data: bytes) -> RawUpcall:
-    """Decode and sanity-check a `struct mrt6msg` upcall (IPv6).
-
-    Only the first 40 bytes are looked at: the kernel returns 80, of which
-    bytes 40..80 are stale memory.
-    """
-    if len(data) < MRT6MSG.size:
-        raise UpcallError(f"mrt6msg too short ({len(data)} bytes)")
-    mbz, msgtype, mif, src, dst = MRT6MSG.unpack_from(data)
-    if mbz != 0:
-        raise UpcallError(f"not an upcall (byte 0 is {mbz})")
-    if msgtype not in MRT6MSG_TYPES:
-        raise UpcallError(f"unknown mrt6msg type {msgtype}")
-    if mif >= MAXMIFS:
-        raise UpcallError(f"mrt6msg MIF {mif} out of range")
-    if not _is_mcast6(dst):
-        raise UpcallError("mrt6msg group is not multicast")
-    if _is_mcast6(src):
-        raise UpcallError("mrt6msg source is multicast")
-    return RawUpcall(msgtype, mif, src, dst)

@@ -1,8 +1,10 @@
-"""Multicast Router Discovery (RFC 4286) advertisements as bytes.
+"""Multicast Router Discovery (RFC 4286) messages as bytes.
 
 Owns: the IPv4 (IGMP type 0x30) and IPv6 (ICMPv6 type 151) Multicast Router
-Advertisement messages, the Internet checksum of the IPv4 one, and the
-per-packet ancillary data that makes the kernel send them correctly --
+Advertisement messages, the check of a received Solicitation (IGMP type 0x31
+to 224.0.0.2, ICMPv6 type 152 to ff02::2: length, code, destination and
+checksum, so that only a valid one becomes a (family, ifindex) event), the
+Internet checksum, and the per-packet ancillary data that makes the kernel send them correctly --
 out of one interface, TTL / hop limit 1, with the IP Router Alert option
 (IPv4) or a hop-by-hop Router Alert option for MLD (IPv6).  Everything is
 per packet (sendmsg control messages), so sending an advertisement on a
@@ -13,9 +15,10 @@ the ICMPv6 Code field), checksum u16, Query Interval u16, Robustness
 Variable u16.  The IPv6 checksum is left 0: the kernel computes it on raw
 ICMPv6 sockets.
 
-Must not: do I/O, import anything beyond `struct` and `socket`, or build a
-message from anything but an interval that has been range-checked.  The
-privileged child imports it, so keep it tiny.
+Must not: do I/O, import anything beyond `struct` and `socket`, build a
+message from anything but an interval that has been range-checked, or let
+anything of a received packet but its arrival interface out.  The helper
+imports it, so keep it tiny.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import struct
 
 GROUP4 = "224.0.0.106"  # ALL-SNOOPERS
 GROUP6 = "ff02::6a"
-IGMP_MRDISC_ADV = 0x30
-ICMP6_MRDISC_ADV = 151
+IGMP_MRDISC_ADV, IGMP_MRDISC_SOL = 0x30, 0x31
+ICMP6_MRDISC_ADV, ICMP6_MRDISC_SOL = 151, 152
+ALL_ROUTERS4 = socket.inet_pton(socket.AF_INET, "224.0.0.2")
+ALL_ROUTERS6 = socket.inet_pton(socket.AF_INET6, "ff02::2")
 MIN_INTERVAL = 4  # RFC 4286 MRDISC interval bounds, seconds (`-m`)
 MAX_INTERVAL = 180
 QUERY_INTERVAL = 125  # IGMP/MLD defaults: we run no querier, advertise the defaults
@@ -41,12 +46,8 @@ ROUTER_ALERT4 = b"\x94\x04\x00\x00"
 HOPOPTS_ROUTER_ALERT_MLD = b"\x00\x00\x05\x02\x00\x00\x01\x00"
 
 # Ancillary data types not (all) exported by Python's socket module.
-IP_TTL = 2
-IP_RETOPTS = 7
-IP_PKTINFO = 8
-IPV6_PKTINFO = 50
-IPV6_HOPLIMIT = 52
-IPV6_HOPOPTS = 54
+IP_TTL, IP_RETOPTS, IP_PKTINFO = 2, 7, 8
+IPV6_PKTINFO, IPV6_HOPLIMIT, IPV6_HOPOPTS = 50, 52, 54
 
 _IN_PKTINFO = struct.Struct("=I4s4s")  # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("=16sI")  # addr, ifindex
@@ -99,3 +100,35 @@ def cmsgs6(ifindex: int) -> list[Cmsg]:
         (socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(1)),
         (socket.IPPROTO_IPV6, IPV6_HOPOPTS, HOPOPTS_ROUTER_ALERT_MLD),
     ]
+
+
+def solicited(family: int, data: bytes, anc: list[Cmsg], source: bytes) -> int | None:
+    """The arrival ifindex if `data` is a valid Solicitation, else None.
+
+    IPv4: `data` is the whole packet (a raw IGMP socket's view); IPv6: the
+    ICMPv6 message, `source` the sender's 16-byte address for the checksum.
+    The arrival interface (and IPv6 destination) come from IP(V6)_PKTINFO.
+    """
+    info = {(lvl, typ): val for lvl, typ, val in anc}
+    if family == 4:
+        pkt = info.get((socket.IPPROTO_IP, IP_PKTINFO), b"")
+        ihl = (data[0] & 0x0F) * 4 if len(data) >= 20 else 0
+        end = int.from_bytes(data[2:4], "big") if ihl else 0
+        if len(pkt) != _IN_PKTINFO.size or not 20 <= ihl < end <= len(data):
+            return None
+        if data[9] != 2 or data[16:20] != ALL_ROUTERS4:
+            return None
+        msg, ifindex, sol = data[ihl:end], _IN_PKTINFO.unpack(pkt)[0], IGMP_MRDISC_SOL
+        summed = msg
+    else:
+        pkt = info.get((socket.IPPROTO_IPV6, IPV6_PKTINFO), b"")
+        if len(pkt) != _IN6_PKTINFO.size or len(source) != 16:
+            return None
+        dst, ifindex = _IN6_PKTINFO.unpack(pkt)
+        if dst != ALL_ROUTERS6:
+            return None
+        msg, sol = data, ICMP6_MRDISC_SOL
+        summed = source + dst + struct.pack("!I3xB", len(msg), 58) + msg  # pseudo-header
+    if not 4 <= len(msg) <= 8 or msg[0] != sol or checksum(summed) != 0:
+        return None
+    return int(ifindex) or None

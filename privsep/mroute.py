@@ -141,17 +141,23 @@ def _in_use_message(family: int, table: int) -> str:
 
 
 def _bpf_upcalls_only(sock: socket.socket) -> None:
-    """IPv4: let through only upcalls (byte 9 == 0), never wire IGMP (byte 9 == 2)."""
+    """IPv4: let through only upcalls (byte 9 == 0) and IGMP type 0x31, RFC 4286
+    Solicitations (the helper checks them); never other wire IGMP."""
     insns = [
-        (0x30, 0, 0, 9),  # ldb [9]
-        (0x15, 0, 1, 0),  # jeq #0, accept, drop
-        (0x06, 0, 0, 0xFFFF),  # ret #65535 (accept)
-        (0x06, 0, 0, 0),  # ret #0 (drop)
+        (0x30, 0, 0, 9),  # ldb [9]                 IP protocol, or 0 in an upcall
+        (0x15, 4, 0, 0),  # jeq #0, accept
+        (0x15, 0, 4, 2),  # jeq #2 (IGMP), next, drop
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)        X = IP header length
+        (0x50, 0, 0, 0),  # ldb [x+0]               IGMP type
+        (0x15, 0, 1, 0x31),  # jeq #0x31, accept, drop
+        (0x06, 0, 0, 0xFFFF),  # accept: ret #65535
+        (0x06, 0, 0, 0),  # drop: ret #0
     ]
     prog = b"".join(struct.pack("=HBBI", *i) for i in insns)
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = struct.pack("@HP", len(insns), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, kernel.SO_ATTACH_FILTER, fprog)
+    sock.setsockopt(socket.IPPROTO_IP, kernel.IP_PKTINFO, 1)  # a Solicitation's interface
 
 
 def _big_rcvbuf(sock: socket.socket) -> None:
@@ -226,8 +232,9 @@ def open_mroute(
             _bpf_upcalls_only(sock)
         else:
             sock.setsockopt(
-                kernel.IPPROTO_ICMPV6, kernel.ICMP6_FILTER, kernel.ICMP6_FILTER_BLOCKALL
+                kernel.IPPROTO_ICMPV6, kernel.ICMP6_FILTER, kernel.ICMP6_FILTER_SOLICIT_ONLY
             )
+            sock.setsockopt(socket.IPPROTO_IPV6, kernel.IPV6_RECVPKTINFO, 1)
         _big_rcvbuf(sock)
         sock.setblocking(False)
     except OSError as e:

@@ -15,6 +15,7 @@ routing state (only the helper can), or block on a client or a hook.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import selectors
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
-from smcroute import logsetup, observe, readable, sdnotify
+from smcroute import helper_wire, logsetup, observe, readable, sdnotify
 from smcroute.engine.core import Engine, EngineError, Link, describe
 from smcroute.engine.mrdisc import Schedule
 from smcroute.engine.ops import AddVif, Announce, DelVif, Op, RunHook
@@ -37,8 +38,8 @@ from smcroute.model import MGroup, MRoute
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError, default_table
 from smcroute.output import render
 from smcroute.parser import ParseError, parse_command, parse_file
-from smcroute.privsep.client import Helper, HelperGone
-from smcroute.privsep.proto import Upcall
+from smcroute.privsep.client import HelperClient, HelperGone
+from smcroute.privsep.wire import ProtoError, Upcall
 from smcroute.show import Counters, render_routes
 from smcroute.show import document as show_document
 from smcroute.stats import (
@@ -106,7 +107,7 @@ class Daemon:
     def __init__(
         self,
         opts: Options,
-        helper: Helper,
+        helper: HelperClient,
         ctl_sock: socket.socket,
         families: tuple[int, ...],
     ) -> None:
@@ -208,7 +209,7 @@ class Daemon:
             return []
         if any(isinstance(op, AddVif | DelVif) for op in ops):
             self.mrdisc_dirty = True
-        results = self.helper.execute(ops)
+        results = self.execute(ops)
         failures: list[str] = []
         for op, err in zip(ops, results, strict=False):
             if err == 0:
@@ -220,6 +221,18 @@ class Daemon:
             log.warning(msg)
         self.drain_engine()
         return failures
+
+    def execute(self, ops: Sequence[Op]) -> list[int]:
+        """One errno per op from the helper; EINVAL for one no record can carry."""
+        results = [errno.EINVAL] * len(ops)
+        records, index = [], []
+        for i, op in enumerate(ops):
+            with contextlib.suppress(ProtoError):
+                records.append(helper_wire.record(op))
+                index.append(i)
+        for i, err in zip(index, self.helper.execute(records), strict=True):
+            results[i] = err
+        return results
 
     def drain_engine(self) -> None:
         for level, text in self.engine.messages:
@@ -252,7 +265,7 @@ class Daemon:
             op = RunHook("install", 4 if grp.version == 4 else 6, src, grp)
         else:
             op = RunHook("reload")
-        err = self.helper.execute([op])[0]
+        err = self.execute([op])[0]
         if err:
             log.warning(f"cannot run hook {self.opts.hook} {what}: {os.strerror(err)}")
 
@@ -444,7 +457,7 @@ class Daemon:
             return
         # A failure is a warning once it repeats: right after a link comes up,
         # IPv6 may have no link-local address yet (EADDRNOTAVAIL) for a moment.
-        for op, err in zip(ops, self.helper.execute(ops), strict=False):
+        for op, err in zip(ops, self.execute(ops), strict=False):
             key = (op.family, op.ifindex)
             where = f"on {op.ifname} (IPv{op.family})"
             prev = self.mrdisc_errs.get(key, 0)
@@ -505,13 +518,9 @@ class Daemon:
         ops: list[Op] = []
         for ev in self.helper.read_events(UPCALL_ROUND):
             if isinstance(ev, Upcall):
-                self.counts.upcall(self.engine, ev.family, ev.msgtype, ev.source, ev.group)
-                ops.extend(
-                    self.engine.upcall(ev.family, ev.msgtype, ev.vif, ev.source, ev.group, now)
-                )
-            else:
-                level = logsetup.SYSLOG_LEVELS.get(ev.level, logsetup.NOTICE)
-                log.log(level, f"helper: {ev.text}")
+                kind, source, group = helper_wire.upcall(ev)
+                self.counts.upcall(self.engine, ev.family, kind, source, group)
+                ops.extend(self.engine.upcall(ev.family, kind, ev.vif, source, group, now))
         self.apply(ops)
 
     def run(self) -> int:

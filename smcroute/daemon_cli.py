@@ -346,7 +346,7 @@ def run(o: Options) -> int:
         return EX_UNAVAILABLE if "answers" in str(e) else EX_OSERR
     try:
         helper = start_helper(
-            v4, v6, pidfile=o.pidfile, ctlsock=o.sockpath, loglevel=o.loglevel, hook=o.hook
+            v4, v6, pidfile=o.pidfile, ctlsock=o.sockpath, hook=o.hook, log=logsetup.from_helper
         )
     except OSError as e:
         log.error(f"cannot start the privileged helper: {e}")

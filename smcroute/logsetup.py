@@ -88,5 +88,10 @@ def set_level(level: str) -> None:
     log.setLevel(LEVELS.get(level, NOTICE))
 
 
+def from_helper(level: int, text: str) -> None:
+    """A LOG line of the privileged helper (syslog `level`), as it arrives."""
+    log.log(SYSLOG_LEVELS.get(level, NOTICE), f"helper: {text}")
+
+
 def notice(msg: str) -> None:
     log.log(NOTICE, msg)

@@ -17,8 +17,6 @@ from smcroute.explain import explain
 from smcroute.netlink import NetlinkError
 from smcroute.stats import link_names
 
-# smcroutectl log LEVEL -> the privileged helper's syslog threshold (0: nothing)
-HELPER_LEVELS = {"none": 0, "err": 3, "error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
 LOG_NAMES = ("none", "err", "notice", "info", "debug")
 
 
@@ -39,14 +37,13 @@ def request(daemon: Any, cmd: str, args: list[str], detail: bool) -> Any:
 
 
 def set_level(daemon: Any, args: list[str]) -> Any:
-    """`log LEVEL`: both processes, until the next restart."""
-    if len(args) != 1 or args[0] not in HELPER_LEVELS:
+    """`log LEVEL`: both processes, until the next restart.  The helper's lines
+    pass through this process's logger (they come as LOG messages), so one
+    threshold serves both."""
+    if len(args) != 1 or args[0] not in logsetup.LEVELS:
         got = f" {args[0]!r}" if args else ""
         raise EngineError(f"invalid log level{got}; expected {', '.join(LOG_NAMES)}")
     level = args[0]
-    err = daemon.helper.set_loglevel(HELPER_LEVELS[level])
-    if err:
-        raise EngineError(f"the privileged helper refused log level {level}")
     logsetup.set_level(level)
     logsetup.notice(f"log level {level} (both processes, until the next restart)")
     return None

@@ -1,7 +1,7 @@
 """The daemon shell's upcall handling, with a fake privileged helper (no root).
 
 Upcalls that arrive while the daemon waits for the helper's answer to a
-batch are buffered by `Helper`; the socket is then no longer readable, so
+batch are buffered by `HelperClient`; the socket is then no longer readable, so
 the event loop must process that buffer itself or those sources stay
 unresolved until the kernel drops them (10 s later, with their packets).
 """
@@ -14,35 +14,41 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from smcroute.privsep.proto import Upcall
+from smcroute.privsep import wire
 
 from smcroute.daemon import Daemon, Options
-from smcroute.engine.core import NOCACHE, Link
-from smcroute.engine.ops import AddMfc, Op
+from smcroute.engine.core import Link
 from smcroute.model import MRoute
 
 M = 0x1003
 
 
+def Upcall(family: int, kind: int, vif: int, source: str, group: str) -> wire.Upcall:
+    return wire.Upcall(family, kind, vif, ip_address(source).packed, ip_address(group).packed)
+
+
+NOCACHE = wire.NOCACHE
+
+
 class FakeHelper:
     """Executes every op; while "executing", one more upcall arrives (buffered)."""
 
-    def __init__(self, late: list[Upcall]) -> None:
+    def __init__(self, late: list[wire.Upcall]) -> None:
         self.late = late
-        self.events: list[Upcall] = []
-        self.executed: list[Op] = []
+        self.events: list[wire.Upcall] = []
+        self.executed: list[wire.Record] = []
         self.r, self.w = socket.socketpair()
 
     def fileno(self) -> int:
         return self.r.fileno()
 
-    def execute(self, ops: Sequence[Op]) -> list[int]:
+    def execute(self, ops: Sequence[wire.Record]) -> list[int]:
         self.executed.extend(ops)
         if self.late:
             self.events.append(self.late.pop(0))  # buffered during the request
         return [0] * len(ops)
 
-    def read_events(self, limit: int | None = None) -> list[Upcall]:
+    def read_events(self, limit: int | None = None) -> list[wire.Upcall]:
         n = len(self.events) if limit is None else limit
         out, self.events = self.events[:n], self.events[n:]
         return out
@@ -58,8 +64,8 @@ class FakeHelper:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, FakeHelper]]:
     late = [
-        Upcall(4, NOCACHE, 0, ip_address("10.1.0.2"), ip_address("225.1.1.1")),
-        Upcall(4, NOCACHE, 0, ip_address("10.1.0.3"), ip_address("225.1.1.1")),
+        Upcall(4, NOCACHE, 0, "10.1.0.2", "225.1.1.1"),
+        Upcall(4, NOCACHE, 0, "10.1.0.3", "225.1.1.1"),
     ]
     helper = FakeHelper([])
     ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -77,7 +83,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, FakeHelper]]:
 
 def test_upcalls_buffered_during_a_batch_are_handled(daemon: tuple[Daemon, FakeHelper]) -> None:
     d, helper = daemon
-    helper.events.append(Upcall(4, NOCACHE, 0, ip_address("10.1.0.1"), ip_address("225.1.1.1")))
+    helper.events.append(Upcall(4, NOCACHE, 0, "10.1.0.1", "225.1.1.1"))
     rounds = 0
     while True:  # what the event loop does: a zero select timeout while any are buffered
         d.on_helper(0.0)
@@ -88,7 +94,7 @@ def test_upcalls_buffered_during_a_batch_are_handled(daemon: tuple[Daemon, FakeH
     # installing that let 10.1.0.3 arrive: all three are installed now, one
     # round each (the control socket is served between rounds).
     assert rounds == 3
-    installed = {str(op.source) for op in helper.executed if isinstance(op, AddMfc)}
+    installed = {str(ip_address(r.source)) for r in helper.executed if isinstance(r, wire.AddMfc4)}
     assert installed == {"10.1.0.1", "10.1.0.2", "10.1.0.3"}
     assert not helper.has_events()
 
@@ -101,7 +107,7 @@ def test_a_flood_is_handled_in_bounded_rounds(daemon: tuple[Daemon, FakeHelper])
     d, helper = daemon
     helper.late = []
     helper.events = [
-        Upcall(4, NOCACHE, 0, ip_address(f"10.2.{i // 250}.{i % 250 + 1}"), ip_address("225.1.1.1"))
+        Upcall(4, NOCACHE, 0, f"10.2.{i // 250}.{i % 250 + 1}", "225.1.1.1")
         for i in range(3 * UPCALL_ROUND + 5)
     ]
     before = len(helper.executed)

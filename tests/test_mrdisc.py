@@ -11,8 +11,7 @@ import socket
 import struct
 
 import pytest
-from smcroute.privsep import child, mrdisc, proto
-from smcroute.privsep.client import op_record
+from smcroute.privsep import child, mrdisc, wire
 
 from smcroute.engine.core import Engine, Link
 from smcroute.engine.mrdisc import (
@@ -23,6 +22,7 @@ from smcroute.engine.mrdisc import (
     Schedule,
 )
 from smcroute.engine.ops import Announce
+from smcroute.helper_wire import record
 from smcroute.model import Config, Phyint
 
 Z16, Z32 = bytes(16), bytes(32)
@@ -86,17 +86,15 @@ def test_ancillary_data() -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_mrdisc_op_round_trip() -> None:
-    rec = op_record(Announce(6, 12, 20, "eth0"))
-    assert rec == proto.OpRecord(proto.MRDISC, 6, 0, 12, 20, Z16, Z16, Z32)
-    msg = proto.decode(proto.encode_ops(9, [rec]))
-    assert msg == proto.Ops(9, (rec,))
-    assert proto.KIND_NAMES[proto.MRDISC] == "MRDISC" and proto.MRDISC in proto.KINDS
+def test_advertise_record_round_trip() -> None:
+    rec = record(Announce(6, 12, 20, "eth0"))
+    assert rec == wire.Advertise(6, 20, 12)
+    assert wire.decode(wire.encode_ops(9, [rec])) == wire.Ops(9, (rec,))
 
 
 def test_announce_with_unencodable_interval_is_refused_before_sending() -> None:
-    with pytest.raises(proto.ProtoError):
-        proto.encode_op(op_record(Announce(4, 3, 256, "eth0")))
+    with pytest.raises(wire.ProtoError):
+        wire.encode_ops(1, [record(Announce(4, 3, 256, "eth0"))])
 
 
 class FakeMroute:
@@ -119,67 +117,64 @@ GONE = 0x7FFF_FFF0  # no such interface
 
 
 @pytest.fixture
-def helper() -> child.Child:
+def helper() -> child.Helper:
     ipc, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    c = child.Child(ipc, FakeMroute(), FakeMroute(), "", "", 7)  # type: ignore[arg-type]
-    c.vifs[4][0] = LO
-    c.vifs[6][3] = LO
-    c.peer = peer  # type: ignore[attr-defined]  # keep the other end open
-    return c
+    h = child.Helper(ipc, {4: FakeMroute(), 6: FakeMroute()})  # type: ignore[dict-item]
+    h.vifs[4][0] = LO
+    h.vifs[6][3] = LO
+    h.peer = peer  # type: ignore[attr-defined]  # keep the other end open
+    return h
 
 
-def rec(fam: int = 4, ifindex: int = LO, interval: int = 20, **kw: object) -> proto.OpRecord:
-    fields = dict(kind=proto.MRDISC, family=fam, vif=0, ifindex=ifindex, threshold=interval,
-                  source=Z16, group=Z16, ttls=Z32)  # fmt: skip
-    fields.update(kw)
-    return proto.OpRecord(**fields)  # type: ignore[arg-type]
+def run(h: child.Helper, *records: wire.Record) -> list[int]:
+    return [h.execute(i, r) for i, r in enumerate(records)]
 
 
-def test_helper_sends_what_it_builds(helper: child.Child) -> None:
-    assert helper.execute((rec(4), rec(6, interval=4))) == [0, 0]
+def rec(fam: int = 4, ifindex: int = LO, interval: int = 20) -> wire.Advertise:
+    return wire.Advertise(fam, interval, ifindex)
+
+
+def test_helper_sends_what_it_builds(helper: child.Helper) -> None:
+    assert run(helper, rec(4), rec(6, interval=4)) == [0, 0]
     ((b4, a4, f4, d4),) = helper.mr[4].sent  # type: ignore[union-attr]
     assert (b4, a4, f4, d4) == ([mrdisc.advert4(20)], mrdisc.cmsgs4(LO), 0, ("224.0.0.106", 0))
     ((b6, a6, _, d6),) = helper.mr[6].sent  # type: ignore[union-attr]
     assert (b6, a6, d6) == ([mrdisc.advert6(4)], mrdisc.cmsgs6(LO), ("ff02::6a", 0, 0, LO))
 
 
-def test_helper_rate_limits_per_interface(helper: child.Child) -> None:
-    assert helper.execute((rec(4), rec(4), rec(6))) == [0, errno.EBUSY, 0]
+def test_helper_rate_limits_per_interface(helper: child.Helper) -> None:
+    assert run(helper, rec(4), rec(4), rec(6)) == [0, errno.EBUSY, 0]
     assert len(helper.mr[4].sent) == 1  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        {"vif": 1},
-        {"source": b"\x0a" + bytes(15)},
-        {"group": b"\xe0" + bytes(15)},
-        {"ttls": b"\x01" + bytes(31)},
-        {"threshold": 0},
-        {"threshold": 3},
-        {"threshold": 181},
-        {"threshold": 255},
-        {"ifindex": 0},
-        {"ifindex": LO + 1000},  # not one of the helper's VIFs
-        {"family": 5},
-        {"family": 0},
+        rec(interval=0),
+        rec(interval=3),
+        rec(interval=181),
+        rec(interval=255),
+        rec(ifindex=0),
+        rec(fam=5),
+        rec(fam=0),
     ],
 )
-def test_helper_refuses_malformed_mrdisc(helper: child.Child, bad: dict[str, object]) -> None:
-    assert helper.execute((rec(**bad),)) == [errno.EINVAL]
+def test_helper_refuses_malformed_advertise(helper: child.Helper, bad: wire.Advertise) -> None:
+    assert run(helper, bad) == [errno.EINVAL]
     assert helper.mr[4].sent == [] and helper.mr[6].sent == []  # type: ignore[union-attr]
-    log = helper.peer.recv(4096)  # type: ignore[attr-defined]
-    line = proto.decode(log)
-    assert isinstance(line, proto.LogLine) and "MRDISC" in line.text
+    line = wire.decode(helper.peer.recv(4096))  # type: ignore[attr-defined]
+    assert isinstance(line, wire.Log) and "refused record #0 (Advertise)" in line.text
 
 
-def test_helper_mrdisc_other_outcomes(helper: child.Child) -> None:
-    helper.vifs[4][1] = GONE  # a VIF whose interface has just gone: a race, not an attack
-    assert helper.execute((rec(4, ifindex=GONE),)) == [errno.ENODEV]
+def test_helper_advertise_other_outcomes(helper: child.Helper) -> None:
+    # out of an interface with none of the helper's VIFs: not sent, and an
+    # errno rather than a refusal (the VIF may have gone a moment ago)
+    assert run(helper, rec(4, ifindex=LO + 1000)) == [errno.ENXIO]
     helper.mr[6] = None  # IPv4-only mode
-    assert helper.execute((rec(6),)) == [errno.EAFNOSUPPORT]
+    assert run(helper, rec(6)) == [errno.EAFNOSUPPORT]
     helper.mr[4] = FakeMroute(fail=errno.ENETDOWN)  # type: ignore[assignment]
-    assert helper.execute((rec(4),)) == [errno.ENETDOWN]
+    assert run(helper, rec(4)) == [errno.ENETDOWN]
+    assert helper.mr[6] is None
 
 
 # ---------------------------------------------------------------------------

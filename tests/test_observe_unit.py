@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from smcroute.privsep import proto
 from test_ipc_helpers import INTERFACES, ROUTES
 
 from smcroute import report, stats
@@ -280,25 +279,6 @@ def test_prometheus_client_is_imported_only_for_metrics() -> None:
         "assert 'prometheus_client' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-# --- the helper's LOGLEVEL message -----------------------------------------------------
-
-
-def test_loglevel_message_is_validated() -> None:
-    for level in (0, 3, 4, 5, 6, 7):
-        assert proto.decode(proto.encode_loglevel(9, level)) == proto.LogLevel(9, level)
-    for level in (1, 2, 8, -1, 65536, "debug"):
-        with pytest.raises(proto.ProtoError):
-            proto.encode_loglevel(1, level)  # type: ignore[arg-type]
-    good = proto.encode_loglevel(5, 7)
-    for bad in (
-        good + b"\0",  # a body
-        proto.HEADER.pack(proto.MAGIC, proto.VERSION, proto.T_LOGLEVEL, 1, 8, 0),  # level 8
-        proto.HEADER.pack(proto.MAGIC, proto.VERSION, proto.T_LOGLEVEL, 1, 1, 0),  # level 1
-    ):
-        with pytest.raises(proto.ProtoError):
-            proto.decode(bad)
 
 
 # --- the metrics HTTP server -----------------------------------------------------------

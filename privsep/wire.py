@@ -1,0 +1,315 @@
+"""The daemon <-> privileged helper protocol: its messages as bytes (pure codec).
+
+Owns the wire format spoken over the SOCK_SEQPACKET socketpair, one message
+per packet: a 12-byte header, then a body whose length the header and the
+record kinds fully determine.  Little-endian, no padding anywhere.
+
+    header  <HBBIHH  magic 0x5343 ('SC'), version 2, type, seq u32, count u16,
+                     reserved u16 (0)
+
+    daemon -> helper
+      OPS      count (1..MAX_BATCH) records; the first byte of each is its
+               kind, and the kind alone fixes its layout and its meaning:
+                 ADD_VIF       <BBBBI      kind, family, vif, threshold, ifindex
+                 DEL_VIF       <BBBI       kind, family, vif, ifindex
+                 ADD_MFC4      <BB4s4s32s  kind, parent, source, group,
+                                           ttls (threshold per VIF, 0 = not an output)
+                 ADD_MFC6      <BB16s16sI  kind, parent, source, group,
+                                           oifs (bit i set = MIF i is an output)
+                 DEL_MFC       <BBB16s16s  kind, family, parent, source, group
+                 JOIN, LEAVE   <BBI16s16s  kind, family, ifindex, source, group
+                 ADVERTISE     <BBBI       kind, family, interval (s), ifindex
+                 HOOK_RELOAD   <B          kind
+                 HOOK_INSTALL  <BB16s16s   kind, family, source, group
+               Addresses are network-order bytes; in a 16-byte field an IPv4
+               address fills the first 4 and the rest is zero; an all-zero
+               source means none (a (*,G) entry, an any-source join).
+      PIDFILE  no body: write the daemon's pid into the PID file (touch it later)
+    helper -> daemon
+      REPLY    count i32 errnos, one per record (1 for PIDFILE)
+      UPCALL   count 1: <BBB16s16s family, kind (NOCACHE 1, WRONGVIF 2), vif,
+               source, group
+      SOLICIT  count 1: <BI family, ifindex -- an RFC 4286 Solicitation arrived
+      LOG      count = text length: level u8 (syslog) + UTF-8 text <= MAX_LOG
+
+Must not: do I/O, judge what a record means (`validate` does), import
+anything beyond `struct` and `typing` (the helper imports it), or raise
+anything but `ProtoError` from `encode_*`/`decode`, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import NamedTuple
+
+MAGIC = 0x5343
+VERSION = 2
+T_OPS, T_PIDFILE = 1, 2
+T_REPLY, T_UPCALL, T_SOLICIT, T_LOG = 0x81, 0x82, 0x83, 0x84
+NOCACHE, WRONGVIF = 1, 2  # UPCALL kinds (the kernel's numbers for both families)
+MAX_BATCH = 1024
+MAX_LOG = 1024
+HEADER = struct.Struct("<HBBIHH")
+UPCALL = struct.Struct("<BBB16s16s")
+SOLICIT = struct.Struct("<BI")
+
+
+class ProtoError(Exception):
+    """A message that cannot be encoded, or bytes that are not a valid message."""
+
+
+class AddVif(NamedTuple):
+    family: int
+    vif: int
+    threshold: int
+    ifindex: int
+
+
+class DelVif(NamedTuple):
+    family: int
+    vif: int
+    ifindex: int
+
+
+class AddMfc4(NamedTuple):
+    parent: int
+    source: bytes
+    group: bytes
+    ttls: bytes
+
+
+class AddMfc6(NamedTuple):
+    parent: int
+    source: bytes
+    group: bytes
+    oifs: int
+
+
+class DelMfc(NamedTuple):
+    family: int
+    parent: int
+    source: bytes
+    group: bytes
+
+
+class Join(NamedTuple):
+    family: int
+    ifindex: int
+    source: bytes
+    group: bytes
+
+
+class Leave(NamedTuple):
+    family: int
+    ifindex: int
+    source: bytes
+    group: bytes
+
+
+class Advertise(NamedTuple):
+    family: int
+    interval: int
+    ifindex: int
+
+
+class HookReload(NamedTuple):
+    pass
+
+
+class HookInstall(NamedTuple):
+    family: int
+    source: bytes
+    group: bytes
+
+
+Record = (
+    AddVif
+    | DelVif
+    | AddMfc4
+    | AddMfc6
+    | DelMfc
+    | Join
+    | Leave
+    | Advertise
+    | HookReload
+    | HookInstall
+)
+# kind -> (record type, layout); the kind byte leads every layout
+KINDS: dict[int, tuple[type[Record], struct.Struct]] = {
+    1: (AddVif, struct.Struct("<BBBBI")),
+    2: (DelVif, struct.Struct("<BBBI")),
+    3: (AddMfc4, struct.Struct("<BB4s4s32s")),
+    4: (AddMfc6, struct.Struct("<BB16s16sI")),
+    5: (DelMfc, struct.Struct("<BBB16s16s")),
+    6: (Join, struct.Struct("<BBI16s16s")),
+    7: (Leave, struct.Struct("<BBI16s16s")),
+    8: (Advertise, struct.Struct("<BBBI")),
+    9: (HookReload, struct.Struct("<B")),
+    10: (HookInstall, struct.Struct("<BB16s16s")),
+}
+_LAYOUT = {cls: (kind, st) for kind, (cls, st) in KINDS.items()}
+MAX_MESSAGE = HEADER.size + MAX_BATCH * max(st.size for _, st in KINDS.values())
+
+
+class Ops(NamedTuple):
+    seq: int
+    records: tuple[Record, ...]
+
+
+class Pidfile(NamedTuple):
+    seq: int
+
+
+class Reply(NamedTuple):
+    seq: int
+    errnos: tuple[int, ...]
+
+
+class Upcall(NamedTuple):
+    """A kernel upcall as the helper forwards it; addresses raw (4 or 16 bytes)."""
+
+    family: int
+    kind: int
+    vif: int
+    source: bytes
+    group: bytes
+
+
+class Solicit(NamedTuple):
+    family: int
+    ifindex: int
+
+
+class Log(NamedTuple):
+    """A line for the daemon's log; `level` is a syslog level (3 err .. 7 debug)."""
+
+    level: int
+    text: str
+
+
+Message = Ops | Pidfile | Reply | Upcall | Solicit | Log
+
+
+def _header(mtype: int, seq: int, count: int) -> bytes:
+    try:
+        return HEADER.pack(MAGIC, VERSION, mtype, seq, count, 0)
+    except struct.error as e:
+        raise ProtoError(f"bad header field: {e}") from None
+
+
+def encode_ops(seq: int, records: Sequence[Record]) -> bytes:
+    """The one way to build an OPS message."""
+    if not 1 <= len(records) <= MAX_BATCH:
+        raise ProtoError(f"an OPS message carries 1..{MAX_BATCH} records, not {len(records)}")
+    parts = [_header(T_OPS, seq, len(records))]
+    try:
+        for r in records:
+            kind, st = _LAYOUT[type(r)]
+            parts.append(st.pack(kind, *r))
+    except (KeyError, struct.error, TypeError) as e:
+        raise ProtoError(f"bad record: {e!r}") from None
+    return b"".join(parts)
+
+
+def encode_pidfile(seq: int) -> bytes:
+    return _header(T_PIDFILE, seq, 0)
+
+
+def encode_reply(seq: int, errnos: Sequence[int]) -> bytes:
+    if not 1 <= len(errnos) <= MAX_BATCH or any(e < 0 for e in errnos):
+        raise ProtoError(f"a REPLY carries 1..{MAX_BATCH} errnos, none negative")
+    return _header(T_REPLY, seq, len(errnos)) + struct.pack(f"<{len(errnos)}i", *errnos)
+
+
+def pad16(addr: bytes) -> bytes:
+    """A 4- or 16-byte address as the 16-byte wire field."""
+    return addr + bytes(16 - len(addr))
+
+
+def encode_upcall(family: int, kind: int, vif: int, source: bytes, group: bytes) -> bytes:
+    try:
+        return _header(T_UPCALL, 0, 1) + UPCALL.pack(family, kind, vif, pad16(source), pad16(group))
+    except struct.error as e:
+        raise ProtoError(f"bad upcall field: {e}") from None
+
+
+def encode_solicit(family: int, ifindex: int) -> bytes:
+    try:
+        return _header(T_SOLICIT, 0, 1) + SOLICIT.pack(family, ifindex)
+    except struct.error as e:
+        raise ProtoError(f"bad solicitation field: {e}") from None
+
+
+def encode_log(level: int, text: str) -> bytes:
+    """LOG; text longer than MAX_LOG bytes is cut at a character boundary."""
+    raw = text.encode("utf-8", "replace")[:MAX_LOG].decode("utf-8", "ignore").encode()
+    if not 0 <= level <= 7:
+        raise ProtoError(f"log level {level}")
+    return _header(T_LOG, 0, len(raw)) + bytes([level]) + raw
+
+
+def peek_header(data: bytes) -> tuple[int, int, int] | None:
+    """(type, seq, count) of a well-formed header, else None: lets the helper
+    answer a malformed request it can still attribute."""
+    if len(data) < HEADER.size:
+        return None
+    magic, version, mtype, seq, count, reserved = HEADER.unpack_from(data)
+    if magic != MAGIC or version != VERSION or reserved != 0:
+        return None
+    return mtype, seq, count
+
+
+def decode(data: bytes) -> Message:
+    """Decode one message.  Raises only `ProtoError`."""
+    try:
+        return _decode(memoryview(bytes(data)))
+    except ProtoError:
+        raise
+    except Exception as e:  # the contract is ProtoError only, whatever the bytes
+        raise ProtoError(f"undecodable message: {e!r}") from None
+
+
+def _decode(data: memoryview) -> Message:
+    hdr = peek_header(bytes(data[: HEADER.size]))
+    if hdr is None:
+        raise ProtoError(f"bad header ({len(data)} bytes)")
+    mtype, seq, count = hdr
+    body = data[HEADER.size :]
+    if mtype == T_OPS:
+        if not 1 <= count <= MAX_BATCH:
+            raise ProtoError(f"OPS count {count} out of range")
+        records: list[Record] = []
+        off = 0
+        for _ in range(count):
+            if off >= len(body) or body[off] not in KINDS:
+                raise ProtoError(f"record #{len(records)}: no such kind")
+            cls, st = KINDS[body[off]]
+            if off + st.size > len(body):
+                raise ProtoError(f"record #{len(records)} is truncated")
+            records.append(cls._make(st.unpack_from(body, off)[1:]))
+            off += st.size
+        if off != len(body):
+            raise ProtoError(f"{len(body) - off} bytes after the last record")
+        return Ops(seq, tuple(records))
+    if mtype == T_PIDFILE and count == 0 and not body:
+        return Pidfile(seq)
+    if mtype == T_REPLY and 1 <= count <= MAX_BATCH and len(body) == 4 * count:
+        errnos = struct.unpack(f"<{count}i", body)
+        if min(errnos) < 0:
+            raise ProtoError("negative errno in REPLY")
+        return Reply(seq, errnos)
+    if mtype == T_UPCALL and count == 1 and len(body) == UPCALL.size:
+        fam, kind, vif, src, grp = UPCALL.unpack(body)
+        n = {4: 4, 6: 16}.get(fam, 0)
+        if not n or src[n:] != bytes(16 - n) or grp[n:] != bytes(16 - n):
+            raise ProtoError(f"UPCALL family {fam} and addresses disagree")
+        return Upcall(fam, kind, vif, src[:n], grp[:n])
+    if mtype == T_SOLICIT and count == 1 and len(body) == SOLICIT.size:
+        return Solicit(*SOLICIT.unpack(body))
+    if mtype == T_LOG and count <= MAX_LOG and len(body) == 1 + count:
+        try:
+            return Log(body[0], bytes(body[1:]).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ProtoError("LOG text is not UTF-8") from None
+    raise ProtoError(f"message type {mtype} with count {count} and {len(body)} body bytes")

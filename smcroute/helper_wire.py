@@ -1,0 +1,76 @@
+"""The edge between the engine and the privileged helper's wire records.
+
+Owns the translation both ways: an engine operation becomes the one wire
+record of its kind (`record`), and an UPCALL from the helper becomes the
+engine's named upcall kind and addresses (`upcall`).  Ranges the wire
+cannot carry are refused here with `ProtoError`, before anything is sent.
+
+Must not: do I/O, or decide anything (the engine does; the helper judges
+every record again as if this side were hostile).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from smcroute.engine.ops import (
+    AddMfc,
+    AddVif,
+    Announce,
+    DelMfc,
+    DelVif,
+    JoinGroup,
+    LeaveGroup,
+    Op,
+    RunHook,
+)
+from smcroute.model import Address
+from smcroute.privsep import wire
+from smcroute.privsep.kernel import MAXVIFS
+
+
+def _addr16(addr: Address | None) -> bytes:
+    return bytes(16) if addr is None else wire.pad16(addr.packed)
+
+
+def _outputs(ttls: tuple[tuple[int, int], ...]) -> None:
+    for vif, thr in ttls:
+        if not 0 <= vif < MAXVIFS or not 0 <= thr <= 255:
+            raise wire.ProtoError(f"bad outbound VIF/threshold ({vif}, {thr})")
+
+
+def record(op: Op) -> wire.Record:
+    """The wire record for `op`.  Raises ProtoError for values it cannot carry."""
+    if isinstance(op, AddVif):
+        return wire.AddVif(op.family, op.vif, op.threshold, op.ifindex)
+    if isinstance(op, DelVif):
+        return wire.DelVif(op.family, op.vif, op.ifindex)
+    if isinstance(op, AddMfc):
+        _outputs(op.ttls)
+        if op.family == 4:
+            ttls = bytearray(MAXVIFS)
+            for vif, thr in op.ttls:
+                ttls[vif] = max(thr, 1)  # 0 would mean "not an output"
+            src = bytes(4) if op.source is None else op.source.packed
+            return wire.AddMfc4(op.parent, src, op.group.packed, bytes(ttls))
+        # IPv6 routes have no thresholds of their own: the MIF's applies
+        oifs = sum(1 << vif for vif, _ in op.ttls)
+        return wire.AddMfc6(op.parent, _addr16(op.source), op.group.packed, oifs)
+    if isinstance(op, DelMfc):
+        return wire.DelMfc(op.family, op.parent, _addr16(op.source), _addr16(op.group))
+    if isinstance(op, JoinGroup):
+        return wire.Join(op.family, op.ifindex, _addr16(op.source), _addr16(op.group))
+    if isinstance(op, LeaveGroup):
+        return wire.Leave(op.family, op.ifindex, _addr16(op.source), _addr16(op.group))
+    if isinstance(op, Announce):
+        return wire.Advertise(op.family, op.interval, op.ifindex)
+    if isinstance(op, RunHook):
+        if op.action == "reload":
+            return wire.HookReload()
+        return wire.HookInstall(op.family, _addr16(op.source), _addr16(op.group))
+    raise wire.ProtoError(f"no record for {op!r}")
+
+
+def upcall(up: wire.Upcall) -> tuple[int, IPv4Address | IPv6Address, IPv4Address | IPv6Address]:
+    """The kind and addresses of an UPCALL, decoded for the engine."""
+    return up.kind, ip_address(up.source), ip_address(up.group)
