@@ -32,6 +32,9 @@ import time
 
 from smcroute.privsep import kernel
 
+SIOCGETVIFCNT = 0x89E0  # linux/mroute.h: a VIF's packet and byte counters
+BLOCK_ALL = b"\xff" * 32  # struct icmp6_filter blocking every ICMPv6 type
+
 
 def _sg(text: str) -> tuple[bytes, bytes, str, list[str]]:
     parts = text.split(",")
@@ -62,7 +65,7 @@ def main() -> int:
     else:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, kernel.IPPROTO_ICMPV6)
         level = socket.IPPROTO_IPV6
-        sock.setsockopt(kernel.IPPROTO_ICMPV6, kernel.ICMP6_FILTER, kernel.ICMP6_FILTER_BLOCKALL)
+        sock.setsockopt(kernel.IPPROTO_ICMPV6, kernel.ICMP6_FILTER, BLOCK_ALL)
     sock.setsockopt(level, kernel.MRT_INIT, 1)
     sock.setsockopt(level, kernel.MRT_ASSERT, 1)
     pim = _setopt(sock, level, kernel.MRT_PIM, 1) if a.pim else -1
@@ -103,7 +106,7 @@ def main() -> int:
                 except BlockingIOError:
                     break
                 try:
-                    up = (kernel.decode_igmpmsg if v4 else kernel.decode_mrt6msg)(data)
+                    up = kernel.decode_upcall(4 if v4 else 6, data)
                 except kernel.UpcallError:
                     continue
                 src = str(ipaddress.ip_address(up.source))
@@ -113,7 +116,7 @@ def main() -> int:
     for name, i in vifs.items():
         if v4:
             req = bytearray(struct.pack("=H6x4Q", i, 0, 0, 0, 0))
-            fcntl.ioctl(sock.fileno(), kernel.SIOCGETVIFCNT, req)
+            fcntl.ioctl(sock.fileno(), SIOCGETVIFCNT, req)
             _, icount, ocount, _, _ = struct.unpack("=H6x4Q", req)
             counts[name] = [icount, ocount]
         else:
