@@ -394,8 +394,10 @@ def test_wrong_interface_repair_follows_the_source(
     """One source address behind a1 (S) and behind a3 (X2).
 
     Mutual templates (a1 -> a2 a3, a3 -> a2 a1) put the other inbound
-    interface in the OIF list, which is what makes the kernel report
-    WRONGVIF (doc/KERNEL.md).  When the stream moves from a1 to a3, the entry
+    interface in the OIF list: traffic of the learned entry coming back in on
+    one of its outputs is what moves it (in PIM mode the kernel reports
+    every wrong-interface arrival, doc/KERNEL.md; the engine moves a learned
+    entry only for these).  When the stream moves from a1 to a3, the entry
     must be re-installed with a3 as inbound interface.
     """
     topo = router_topo
