@@ -3,7 +3,7 @@
 Owns: one fast route-netlink dump of the multicast forwarding cache
 (RTM_GETROUTE, families RTNL_FAMILY_IPMR/IP6MR: packets, bytes,
 wrong-interface packets and the time since the entry was last used, see
-KERNEL.md "Counters"), the per-VIF counters (RTM_GETLINK family IPMR for
+doc/KERNEL.md "Counters"), the per-VIF counters (RTM_GETLINK family IPMR for
 IPv4, `/proc/net/ip6_mr_vif` for IPv6 on the default table), the steady
 `Sampler` that keeps packets/s and bits/s over the last interval, the daemon's
 event counts (upcalls, kernel failures, reloads, learned-limit hits), and the

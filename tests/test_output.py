@@ -80,7 +80,7 @@ ROUTE (S,G)                                IIF    PACKETS      BYTES  OIFS
 (10.0.0.1, 225.3.3.7)                      a1  1234567890 9876543210  a2 a3
 """
 
-SPEC_MD = Path(__file__).resolve().parents[1] / "doc" / "SPEC.md"
+SPEC_MD = Path(__file__).resolve().parents[1] / "doc/SPEC.md"
 
 
 def plain(kind: str, data: object, detail: bool = False) -> str:
