@@ -3,11 +3,10 @@
 Owns: `restrict(keep)` -- exactly the capabilities `keep` left (effective
 and permitted; none inheritable or ambient, none beyond them in the
 bounding set), locked securebits and no-new-privs, verified in
-/proc/self/status; `drop_parent_privileges(uid, gid, name)` -- the main
-process (and the janitor) switch to the identity `smcroute.identity` chose
-and keep nothing, or stay uid 0 with nothing where switching is impossible
-(a user namespace that maps only root, for example); `ambient(on)` -- the
-privileged helper's two capabilities handed on to the `-e` hook.
+/proc/self/status -- in two steps, `lock` then `keep_only`, for the main
+process, which switches user in between (`smcroute.identity.drop_parent_privileges`);
+`ambient(on)` -- the privileged helper's two capabilities handed on to the
+`-e` hook.
 
 Must not: be called before the helper has its sockets (nothing privileged is
 possible afterwards), or return with more capabilities than asked: it
@@ -17,7 +16,6 @@ raises `PrivilegeError` if anything more is left.
 from __future__ import annotations
 
 import errno
-import os
 from typing import Any
 
 import prctl  # type: ignore[import-untyped, unused-ignore]
@@ -45,7 +43,7 @@ def _cap_status() -> dict[str, int]:
     return out
 
 
-def _lock(keep: tuple[int, ...]) -> list[str]:
+def lock(keep: tuple[int, ...]) -> list[str]:
     """No-new-privs, locked securebits, a bounding set of `keep` (while
     CAP_SETPCAP is still effective).  Returns warnings."""
     warnings = []
@@ -70,7 +68,7 @@ def _lock(keep: tuple[int, ...]) -> list[str]:
     return warnings
 
 
-def _keep_only(keep: tuple[int, ...]) -> None:
+def keep_only(keep: tuple[int, ...]) -> None:
     ep = [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED]
     others = [c for c in prctl.ALL_CAPS if c not in keep]
     # Dropping from permitted/inheritable also empties the ambient set (kernel invariant).
@@ -84,39 +82,9 @@ def _keep_only(keep: tuple[int, ...]) -> None:
 
 def restrict(keep: tuple[int, ...]) -> list[str]:
     """Keep exactly `keep` (see the module docstring); returns warnings."""
-    warnings = _lock(keep)
-    _keep_only(keep)
+    warnings = lock(keep)
+    keep_only(keep)
     return warnings
-
-
-def drop_parent_privileges(uid: int, gid: int, name: str) -> str:
-    """Become user ID `uid`, group ID `gid` (called `name` in the log) with no
-    capabilities; return a line for the log.
-
-    Raises PrivilegeError if any capability is left afterwards.
-    """
-    _lock(())  # the bounding set shrinks only before the uid switch
-    why = ""
-    switched = False
-    try:
-        if os.getuid() == uid and os.geteuid() == uid and os.getgid() == gid:
-            switched = True
-        else:
-            os.setgroups([gid])
-            os.setgid(gid)
-            os.setuid(uid)
-            switched = True
-    except OSError as e:
-        why = f"{e.strerror} switching to {name}"
-    _keep_only(())
-    if switched and os.getuid() == uid:
-        if uid == 0:
-            return f"running as {name} with no capabilities"
-        return f"running as {name}"
-    return (
-        f"user switch impossible ({why or 'uid unchanged'}); "
-        f"running as uid {os.getuid()} with no capabilities"
-    )
 
 
 def ambient(on: bool) -> None:

@@ -123,28 +123,21 @@ class Helper:
         except OSError:
             self.parent_gone = True
             return
-        if not data and (ev & (select.POLLHUP | select.POLLERR) or self._hung_up()):
+        if not data and ev & (select.POLLHUP | select.POLLERR):  # EOF, else an empty message
             self.parent_gone = True
         elif flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             self.refuse(data, "oversized message or unexpected ancillary data")
         else:
             try:
-                msg = wire.decode(data)
+                msg = wire.decode_request(data)
             except wire.ProtoError as e:
                 self.refuse(data, str(e))
                 return
             if isinstance(msg, wire.Ops):
                 errs = [self.execute(i, r) for i, r in enumerate(msg.records)]
                 self.send(wire.encode_reply(msg.seq, errs))
-            elif isinstance(msg, wire.Pidfile):
-                self.send(wire.encode_reply(msg.seq, [self.write_pidfile()]))
             else:
-                self.refuse(data, f"a {type(msg).__name__} message is not for the helper")
-
-    def _hung_up(self) -> bool:
-        p = select.poll()
-        p.register(self.ipc.fileno(), select.POLLIN)
-        return any(ev & (select.POLLHUP | select.POLLERR) for _fd, ev in p.poll(0))
+                self.send(wire.encode_reply(msg.seq, [self.write_pidfile()]))
 
     def refuse(self, data: bytes, why: str) -> None:
         """Log a malformed message; answer it if it can be attributed to a request."""

@@ -29,8 +29,9 @@ from typing import NoReturn
 
 import smcroute
 
-from . import wire
-from .wire import ProtoError, Record, Solicit, Upcall
+from . import daemon_wire, wire
+from .daemon_wire import Solicit, Upcall
+from .wire import ProtoError, Record
 
 __all__ = ["Event", "HelperClient", "HelperGone", "LogSink", "start_helper"]
 
@@ -144,14 +145,14 @@ class HelperClient:
             self._raise_gone()
         return data
 
-    def _buffer(self, data: bytes) -> wire.Message | None:
+    def _buffer(self, data: bytes) -> daemon_wire.Message | None:
         """Log a LOG line now, buffer an event; return anything else."""
         try:
-            msg = wire.decode(data)
+            msg = daemon_wire.decode(data)
         except ProtoError as e:
             self.log(syslog.LOG_ERR, f"malformed message from the helper: {e}")
             return None
-        if isinstance(msg, wire.Log):
+        if isinstance(msg, daemon_wire.Log):
             self.log(msg.level, msg.text)
         elif isinstance(msg, Upcall | Solicit):
             self._events.append(msg)
@@ -189,7 +190,7 @@ class HelperClient:
             if raw is None:
                 continue
             msg = self._buffer(raw)
-            if isinstance(msg, wire.Reply) and msg.seq == seq:
+            if isinstance(msg, daemon_wire.Reply) and msg.seq == seq:
                 if len(msg.errnos) != count:
                     self.log(syslog.LOG_ERR, "the helper answered with the wrong number of results")
                     return tuple(msg.errnos[:count]) + (errno.EPROTO,) * (count - len(msg.errnos))
@@ -224,17 +225,17 @@ class HelperClient:
             index = list(range(start, min(start + wire.MAX_BATCH, len(records))))
             seq = self._next_seq()
             try:
-                data = wire.encode_ops(seq, [records[i] for i in index])
+                data = daemon_wire.encode_ops(seq, [records[i] for i in index])
             except ProtoError:  # rare: find the culprits, send the rest
                 for i in list(index):
                     with contextlib.suppress(ProtoError):
-                        wire.encode_ops(seq, [records[i]])
+                        daemon_wire.encode_ops(seq, [records[i]])
                         continue
                     result[i] = errno.EINVAL
                     index.remove(i)
                 if not index:
                     continue
-                data = wire.encode_ops(seq, [records[i] for i in index])
+                data = daemon_wire.encode_ops(seq, [records[i] for i in index])
             self._send(data)
             inflight.append((seq, index))
             if len(inflight) >= WINDOW:
@@ -246,7 +247,7 @@ class HelperClient:
     def write_pidfile(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Ask the helper to write our pid into the PID file (touch it later on)."""
         seq = self._next_seq()
-        return self._request(wire.encode_pidfile(seq), seq, 1, timeout)[0]
+        return self._request(daemon_wire.encode_pidfile(seq), seq, 1, timeout)[0]
 
     def has_events(self) -> bool:
         """Events already buffered (read while waiting for a reply).

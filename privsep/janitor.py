@@ -76,7 +76,8 @@ def start(helper_pid: int, ctlsock: str, pidfile: str) -> Janitor:
     """
     import subprocess
 
-    from .caps import drop_parent_privileges
+    from smcroute.identity import drop_parent_privileges
+
     from .client import boot_argv
 
     pidfd = os.pidfd_open(helper_pid)

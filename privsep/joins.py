@@ -42,96 +42,74 @@ class JoinPool:
     def __init__(self, family: int) -> None:
         self.af = socket.AF_INET if family == 4 else socket.AF_INET6
         self.level = socket.IPPROTO_IP if family == 4 else socket.IPPROTO_IPV6
-        self.alen = 4 if family == 4 else 16
         self.asm: list[_JoinSock] = []
         self.ssm: list[_JoinSock] = []
         self.where: dict[tuple[int, bytes, bytes | None], _JoinSock] = {}
 
-    def _candidates(self, pool: list[_JoinSock], gkey: tuple[int, bytes]) -> list[_JoinSock]:
-        same = [j for j in pool if gkey in j.groups and gkey not in j.msf_full]
-        other = [j for j in pool if gkey not in j.groups and not j.full]
-        return same + other
-
-    def join(self, ifindex: int, group: bytes, source: bytes | None) -> int:
-        key = (ifindex, group, source)
-        if key in self.where:
-            return errno.EADDRINUSE
-        gkey = (ifindex, group)
+    def _set(
+        self, j: _JoinSock, join: bool, ifindex: int, group: bytes, source: bytes | None
+    ) -> int:
         if source is None:
-            pool, opt = self.asm, kernel.MCAST_JOIN_GROUP
+            opt = kernel.MCAST_JOIN_GROUP if join else kernel.MCAST_LEAVE_GROUP
             req = kernel.group_req(ifindex, group)
         else:
-            pool, opt = self.ssm, kernel.MCAST_JOIN_SOURCE_GROUP
+            opt = kernel.MCAST_JOIN_SOURCE_GROUP if join else kernel.MCAST_LEAVE_SOURCE_GROUP
             req = kernel.group_source_req(ifindex, group, source)
-        for j in self._candidates(pool, gkey):
-            err = self._try(j, opt, req)
-            if err == 0:
-                return self._record(j, key, gkey)
-            if err != errno.ENOBUFS:
-                return err
-            if gkey in j.groups:
-                j.msf_full.add(gkey)
-            else:
-                j.full = True
-        if len(pool) >= MAX_JOIN_SOCKETS:
-            return errno.ENOBUFS
-        try:
-            j = _JoinSock(socket.socket(self.af, socket.SOCK_DGRAM))
-        except OSError as e:
-            return e.errno or errno.EIO
-        err = self._try(j, opt, req)
-        if err:
-            j.sock.close()
-            return err
-        pool.append(j)
-        return self._record(j, key, gkey)
-
-    def _try(self, j: _JoinSock, opt: int, req: bytes) -> int:
         try:
             j.sock.setsockopt(self.level, opt, req)
         except OSError as e:
             return e.errno or errno.EIO
         return 0
 
-    def _record(
-        self, j: _JoinSock, key: tuple[int, bytes, bytes | None], gkey: tuple[int, bytes]
-    ) -> int:
-        self.where[key] = j
-        j.groups[gkey] = j.groups.get(gkey, 0) + 1
-        return 0
+    def join(self, ifindex: int, group: bytes, source: bytes | None) -> int:
+        key, gkey = (ifindex, group, source), (ifindex, group)
+        if key in self.where:
+            return errno.EADDRINUSE
+        pool = self.asm if source is None else self.ssm
+        same = [j for j in pool if gkey in j.groups and gkey not in j.msf_full]
+        for j in same + [j for j in pool if gkey not in j.groups and not j.full]:
+            err = self._set(j, True, ifindex, group, source)
+            if err != errno.ENOBUFS:
+                break
+            if gkey in j.groups:
+                j.msf_full.add(gkey)
+            else:
+                j.full = True
+        else:  # every socket is full: open another
+            if len(pool) >= MAX_JOIN_SOCKETS:
+                return errno.ENOBUFS
+            try:
+                j = _JoinSock(socket.socket(self.af, socket.SOCK_DGRAM))
+            except OSError as e:
+                return e.errno or errno.EIO
+            err = self._set(j, True, ifindex, group, source)
+            if err:
+                j.sock.close()
+                return err
+            pool.append(j)
+        if err == 0:
+            self.where[key] = j
+            j.groups[gkey] = j.groups.get(gkey, 0) + 1
+        return err
 
     def leave(self, ifindex: int, group: bytes, source: bytes | None) -> int:
-        key = (ifindex, group, source)
+        key, gkey = (ifindex, group, source), (ifindex, group)
         j = self.where.get(key)
         if j is None:
             return errno.EADDRNOTAVAIL
-        if source is None:
-            opt, req = kernel.MCAST_LEAVE_GROUP, kernel.group_req(ifindex, group)
-        else:
-            opt = kernel.MCAST_LEAVE_SOURCE_GROUP
-            req = kernel.group_source_req(ifindex, group, source)
-        err = self._try(j, opt, req)
+        err = self._set(j, False, ifindex, group, source)
         if err not in (0, errno.EADDRNOTAVAIL, errno.ENODEV):
             return err
-        # Gone from the kernel either way: forget it.
-        del self.where[key]
-        gkey = (ifindex, group)
-        n = j.groups.get(gkey, 1) - 1
-        if n <= 0:
-            j.groups.pop(gkey, None)
-        else:
-            j.groups[gkey] = n
+        del self.where[key]  # gone from the kernel either way: forget it
+        j.groups[gkey] -= 1
+        if not j.groups[gkey]:
+            del j.groups[gkey]
         j.full = False
         j.msf_full.discard(gkey)
         if not j.groups:
-            pool = self.asm if source is None else self.ssm
-            if j in pool:
-                pool.remove(j)
+            (self.asm if source is None else self.ssm).remove(j)
             j.sock.close()
         return err
-
-    def sockets(self) -> int:
-        return len(self.asm) + len(self.ssm)
 
     def close(self) -> None:
         for j in self.asm + self.ssm:

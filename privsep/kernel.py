@@ -18,31 +18,16 @@ from typing import NamedTuple
 
 MAXVIFS = 32  # VIFs (IPv4) and MIFs (IPv6) per table: the one definition
 
-# IPv4: level IPPROTO_IP on a raw IGMP socket; IPv6: IPPROTO_IPV6 on raw ICMPv6
-MRT_INIT, MRT_ADD_VIF, MRT_DEL_VIF, MRT_ADD_MFC, MRT_DEL_MFC = 200, 202, 203, 204, 205
-MRT_ASSERT, MRT_PIM, MRT_TABLE, MRT_ADD_MFC_PROXY, MRT_DEL_MFC_PROXY = 207, 208, 209, 210, 211
-MRT6_INIT, MRT6_ADD_MIF, MRT6_DEL_MIF, MRT6_ADD_MFC, MRT6_DEL_MFC = 200, 202, 203, 204, 205
-MRT6_ASSERT, MRT6_PIM, MRT6_TABLE = 207, 208, 209
-MRT6_ADD_MFC_PROXY, MRT6_DEL_MFC_PROXY = 210, 211
+# IPv4: level IPPROTO_IP on a raw IGMP socket; IPv6: IPPROTO_IPV6 on raw ICMPv6.
+# (What only opening the socket needs, as root before the split, is `mroute`'s.)
+MRT_ADD_VIF, MRT_DEL_VIF, MRT_ADD_MFC, MRT_DEL_MFC = 202, 203, 204, 205
+MRT6_ADD_MIF, MRT6_DEL_MIF, MRT6_ADD_MFC, MRT6_DEL_MFC = 202, 203, 204, 205
 VIFF_USE_IFINDEX = 8
 # upcall message types, the same numbers for both families (igmpmsg, mrt6msg)
 NOCACHE, WRONGVIF = 1, 2
-
-ICMP6_FILTER = 1  # level IPPROTO_ICMPV6 (58)
-# struct icmp6_filter: 256 bits, 1 = block; everything but type 152, the RFC
-# 4286 Multicast Router Solicitation (bit 152: byte 19, bit 0, little-endian)
-ICMP6_FILTER_SOLICIT_ONLY = b"\xff" * 19 + b"\xfe" + b"\xff" * 12
-
 # Group membership (RFC 3678 protocol-independent API)
 MCAST_JOIN_GROUP, MCAST_LEAVE_GROUP = 42, 45
 MCAST_JOIN_SOURCE_GROUP, MCAST_LEAVE_SOURCE_GROUP = 46, 47
-
-# Socket options not in Python's socket module
-SO_ATTACH_FILTER = 26
-SO_RCVBUFFORCE = 33
-IPPROTO_ICMPV6 = 58
-IP_PKTINFO = 8
-IPV6_RECVPKTINFO, IPV6_PKTINFO = 49, 50
 
 # --- Struct layouts -------------------------------------------------------------
 # vifctl: vifi u16, flags u8, threshold u8, rate_limit u32, lcl (ifindex i32 |

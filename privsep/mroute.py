@@ -22,7 +22,17 @@ import socket
 import struct
 from collections.abc import Callable
 
-from . import kernel
+# The multicast routing API as opening the socket needs it (the rest: `kernel`)
+MRT_INIT, MRT_ASSERT, MRT_PIM, MRT_TABLE = 200, 207, 208, 209
+MRT6_INIT, MRT6_ASSERT, MRT6_PIM, MRT6_TABLE = 200, 207, 208, 209
+MRT_ADD_MFC_PROXY, MRT_DEL_MFC_PROXY = 210, 211
+MRT6_ADD_MFC_PROXY, MRT6_DEL_MFC_PROXY = 210, 211
+SO_ATTACH_FILTER, SO_RCVBUFFORCE = 26, 33
+IPPROTO_ICMPV6, ICMP6_FILTER = 58, 1  # ICMP6_FILTER: level IPPROTO_ICMPV6
+# struct icmp6_filter: 256 bits, 1 = block; everything but type 152, the RFC
+# 4286 Multicast Router Solicitation (bit 152: byte 19, bit 0, little-endian)
+ICMP6_FILTER_SOLICIT_ONLY = b"\xff" * 19 + b"\xfe" + b"\xff" * 12
+IP_PKTINFO, IPV6_RECVPKTINFO = 8, 49  # a Solicitation's arrival interface
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -156,13 +166,13 @@ def _bpf_upcalls_only(sock: socket.socket) -> None:
     prog = b"".join(struct.pack("=HBBI", *i) for i in insns)
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = struct.pack("@HP", len(insns), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, kernel.SO_ATTACH_FILTER, fprog)
-    sock.setsockopt(socket.IPPROTO_IP, kernel.IP_PKTINFO, 1)  # a Solicitation's interface
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)  # a Solicitation's interface
 
 
 def _big_rcvbuf(sock: socket.socket) -> None:
     try:
-        sock.setsockopt(socket.SOL_SOCKET, kernel.SO_RCVBUFFORCE, RCVBUF)
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
     except OSError:
         # The default still works, it just drops upcalls sooner.
         with contextlib.suppress(OSError):
@@ -202,12 +212,12 @@ def open_mroute(
     fam = _fam(family)
     if family == socket.AF_INET:
         proto, level = socket.IPPROTO_IGMP, socket.IPPROTO_IP
-        t_opt, init_opt, assert_opt = kernel.MRT_TABLE, kernel.MRT_INIT, kernel.MRT_ASSERT
-        pim_opt = kernel.MRT_PIM
+        t_opt, init_opt, assert_opt = MRT_TABLE, MRT_INIT, MRT_ASSERT
+        pim_opt = MRT_PIM
     else:
-        proto, level = kernel.IPPROTO_ICMPV6, socket.IPPROTO_IPV6
-        t_opt, init_opt, assert_opt = kernel.MRT6_TABLE, kernel.MRT6_INIT, kernel.MRT6_ASSERT
-        pim_opt = kernel.MRT6_PIM
+        proto, level = IPPROTO_ICMPV6, socket.IPPROTO_IPV6
+        t_opt, init_opt, assert_opt = MRT6_TABLE, MRT6_INIT, MRT6_ASSERT
+        pim_opt = MRT6_PIM
 
     try:
         sock = socket.socket(family, socket.SOCK_RAW, proto)
@@ -231,10 +241,8 @@ def open_mroute(
         if family == socket.AF_INET:
             _bpf_upcalls_only(sock)
         else:
-            sock.setsockopt(
-                kernel.IPPROTO_ICMPV6, kernel.ICMP6_FILTER, kernel.ICMP6_FILTER_SOLICIT_ONLY
-            )
-            sock.setsockopt(socket.IPPROTO_IPV6, kernel.IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(IPPROTO_ICMPV6, ICMP6_FILTER, ICMP6_FILTER_SOLICIT_ONLY)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         _big_rcvbuf(sock)
         sock.setblocking(False)
     except OSError as e:

@@ -32,9 +32,13 @@ record kinds fully determine.  Little-endian, no padding anywhere.
       SOLICIT  count 1: <BI family, ifindex -- an RFC 4286 Solicitation arrived
       LOG      count = text length: level u8 (syslog) + UTF-8 text <= MAX_LOG
 
+This module is what the helper reads and writes; the daemon's half (the OPS
+encoder and the decoder of the helper's messages) is `daemon_wire`, so that
+root never loads it.
+
 Must not: do I/O, judge what a record means (`validate` does), import
-anything beyond `struct` and `typing` (the helper imports it), or raise
-anything but `ProtoError` from `encode_*`/`decode`, whatever the bytes.
+anything beyond `struct` and `typing`, or raise anything but `ProtoError`
+from an encoder or decoder, whatever the bytes.
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ KINDS: dict[int, tuple[type[Record], struct.Struct]] = {
     9: (HookReload, struct.Struct("<B")),
     10: (HookInstall, struct.Struct("<BB16s16s")),
 }
-_LAYOUT = {cls: (kind, st) for kind, (cls, st) in KINDS.items()}
+LAYOUT = {cls: (kind, st) for kind, (cls, st) in KINDS.items()}  # record type -> kind
 MAX_MESSAGE = HEADER.size + MAX_BATCH * max(st.size for _, st in KINDS.values())
 
 
@@ -161,59 +165,11 @@ class Pidfile(NamedTuple):
     seq: int
 
 
-class Reply(NamedTuple):
-    seq: int
-    errnos: tuple[int, ...]
-
-
-class Upcall(NamedTuple):
-    """A kernel upcall as the helper forwards it; addresses raw (4 or 16 bytes)."""
-
-    family: int
-    kind: int
-    vif: int
-    source: bytes
-    group: bytes
-
-
-class Solicit(NamedTuple):
-    family: int
-    ifindex: int
-
-
-class Log(NamedTuple):
-    """A line for the daemon's log; `level` is a syslog level (3 err .. 7 debug)."""
-
-    level: int
-    text: str
-
-
-Message = Ops | Pidfile | Reply | Upcall | Solicit | Log
-
-
 def _header(mtype: int, seq: int, count: int) -> bytes:
     try:
         return HEADER.pack(MAGIC, VERSION, mtype, seq, count, 0)
     except struct.error as e:
         raise ProtoError(f"bad header field: {e}") from None
-
-
-def encode_ops(seq: int, records: Sequence[Record]) -> bytes:
-    """The one way to build an OPS message."""
-    if not 1 <= len(records) <= MAX_BATCH:
-        raise ProtoError(f"an OPS message carries 1..{MAX_BATCH} records, not {len(records)}")
-    parts = [_header(T_OPS, seq, len(records))]
-    try:
-        for r in records:
-            kind, st = _LAYOUT[type(r)]
-            parts.append(st.pack(kind, *r))
-    except (KeyError, struct.error, TypeError) as e:
-        raise ProtoError(f"bad record: {e!r}") from None
-    return b"".join(parts)
-
-
-def encode_pidfile(seq: int) -> bytes:
-    return _header(T_PIDFILE, seq, 0)
 
 
 def encode_reply(seq: int, errnos: Sequence[int]) -> bytes:
@@ -227,18 +183,19 @@ def pad16(addr: bytes) -> bytes:
     return addr + bytes(16 - len(addr))
 
 
-def encode_upcall(family: int, kind: int, vif: int, source: bytes, group: bytes) -> bytes:
+def _event(mtype: int, layout: struct.Struct, *fields: int | bytes) -> bytes:
     try:
-        return _header(T_UPCALL, 0, 1) + UPCALL.pack(family, kind, vif, pad16(source), pad16(group))
+        return _header(mtype, 0, 1) + layout.pack(*fields)
     except struct.error as e:
-        raise ProtoError(f"bad upcall field: {e}") from None
+        raise ProtoError(f"bad field: {e}") from None
+
+
+def encode_upcall(family: int, kind: int, vif: int, source: bytes, group: bytes) -> bytes:
+    return _event(T_UPCALL, UPCALL, family, kind, vif, pad16(source), pad16(group))
 
 
 def encode_solicit(family: int, ifindex: int) -> bytes:
-    try:
-        return _header(T_SOLICIT, 0, 1) + SOLICIT.pack(family, ifindex)
-    except struct.error as e:
-        raise ProtoError(f"bad solicitation field: {e}") from None
+    return _event(T_SOLICIT, SOLICIT, family, ifindex)
 
 
 def encode_log(level: int, text: str) -> bytes:
@@ -260,56 +217,33 @@ def peek_header(data: bytes) -> tuple[int, int, int] | None:
     return mtype, seq, count
 
 
-def decode(data: bytes) -> Message:
-    """Decode one message.  Raises only `ProtoError`."""
+def decode_request(data: bytes) -> Ops | Pidfile:
+    """Decode one message to the helper.  Raises only `ProtoError`."""
     try:
-        return _decode(memoryview(bytes(data)))
+        return _decode_request(memoryview(bytes(data)))
     except ProtoError:
         raise
     except Exception as e:  # the contract is ProtoError only, whatever the bytes
         raise ProtoError(f"undecodable message: {e!r}") from None
 
 
-def _decode(data: memoryview) -> Message:
-    hdr = peek_header(bytes(data[: HEADER.size]))
-    if hdr is None:
-        raise ProtoError(f"bad header ({len(data)} bytes)")
-    mtype, seq, count = hdr
+def _decode_request(data: memoryview) -> Ops | Pidfile:
+    mtype, seq, count = peek_header(bytes(data[: HEADER.size])) or (0, 0, 0)
     body = data[HEADER.size :]
-    if mtype == T_OPS:
-        if not 1 <= count <= MAX_BATCH:
-            raise ProtoError(f"OPS count {count} out of range")
-        records: list[Record] = []
-        off = 0
-        for _ in range(count):
-            if off >= len(body) or body[off] not in KINDS:
-                raise ProtoError(f"record #{len(records)}: no such kind")
-            cls, st = KINDS[body[off]]
-            if off + st.size > len(body):
-                raise ProtoError(f"record #{len(records)} is truncated")
-            records.append(cls._make(st.unpack_from(body, off)[1:]))
-            off += st.size
-        if off != len(body):
-            raise ProtoError(f"{len(body) - off} bytes after the last record")
-        return Ops(seq, tuple(records))
     if mtype == T_PIDFILE and count == 0 and not body:
         return Pidfile(seq)
-    if mtype == T_REPLY and 1 <= count <= MAX_BATCH and len(body) == 4 * count:
-        errnos = struct.unpack(f"<{count}i", body)
-        if min(errnos) < 0:
-            raise ProtoError("negative errno in REPLY")
-        return Reply(seq, errnos)
-    if mtype == T_UPCALL and count == 1 and len(body) == UPCALL.size:
-        fam, kind, vif, src, grp = UPCALL.unpack(body)
-        n = {4: 4, 6: 16}.get(fam, 0)
-        if not n or src[n:] != bytes(16 - n) or grp[n:] != bytes(16 - n):
-            raise ProtoError(f"UPCALL family {fam} and addresses disagree")
-        return Upcall(fam, kind, vif, src[:n], grp[:n])
-    if mtype == T_SOLICIT and count == 1 and len(body) == SOLICIT.size:
-        return Solicit(*SOLICIT.unpack(body))
-    if mtype == T_LOG and count <= MAX_LOG and len(body) == 1 + count:
-        try:
-            return Log(body[0], bytes(body[1:]).decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ProtoError("LOG text is not UTF-8") from None
-    raise ProtoError(f"message type {mtype} with count {count} and {len(body)} body bytes")
+    if mtype != T_OPS or not 1 <= count <= MAX_BATCH:
+        raise ProtoError(f"not a request: type {mtype}, count {count} ({len(data)} bytes)")
+    records: list[Record] = []
+    off = 0
+    for _ in range(count):
+        if off >= len(body) or body[off] not in KINDS:
+            raise ProtoError(f"record #{len(records)}: no such kind")
+        cls, st = KINDS[body[off]]
+        if off + st.size > len(body):
+            raise ProtoError(f"record #{len(records)} is truncated")
+        records.append(cls._make(st.unpack_from(body, off)[1:]))
+        off += st.size
+    if off != len(body):
+        raise ProtoError(f"{len(body) - off} bytes after the last record")
+    return Ops(seq, tuple(records))

@@ -39,7 +39,8 @@ from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError, default_table
 from smcroute.output import render
 from smcroute.parser import ParseError, parse_command, parse_file
 from smcroute.privsep.client import HelperClient, HelperGone
-from smcroute.privsep.wire import ProtoError, Upcall
+from smcroute.privsep.daemon_wire import Upcall
+from smcroute.privsep.wire import ProtoError
 from smcroute.show import Counters, render_routes
 from smcroute.show import document as show_document
 from smcroute.stats import (

@@ -302,7 +302,8 @@ def warm_up() -> None:
 
 
 def run(o: Options) -> int:
-    from smcroute.privsep.caps import PrivilegeError, drop_parent_privileges
+    from smcroute.identity import drop_parent_privileges
+    from smcroute.privsep.caps import PrivilegeError
     from smcroute.privsep.client import start_helper
     from smcroute.privsep.janitor import Janitor
     from smcroute.privsep.janitor import start as start_janitor

@@ -25,7 +25,7 @@ from smcroute.engine.ops import (
     RunHook,
 )
 from smcroute.model import Address
-from smcroute.privsep import wire
+from smcroute.privsep import daemon_wire, wire
 from smcroute.privsep.kernel import MAXVIFS
 
 
@@ -71,6 +71,8 @@ def record(op: Op) -> wire.Record:
     raise wire.ProtoError(f"no record for {op!r}")
 
 
-def upcall(up: wire.Upcall) -> tuple[int, IPv4Address | IPv6Address, IPv4Address | IPv6Address]:
+def upcall(
+    up: daemon_wire.Upcall,
+) -> tuple[int, IPv4Address | IPv6Address, IPv4Address | IPv6Address]:
     """The kind and addresses of an UPCALL, decoded for the engine."""
     return up.kind, ip_address(up.source), ip_address(up.group)

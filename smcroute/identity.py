@@ -21,7 +21,10 @@ Owns the choice, made as root before the privilege drop:
   the same moment holds it (an abstract socket named after it, bound until
   the main process exits, so no file is left behind).
 
-Must not: switch identity (`smcroute.privsep.caps` does that), or create files.
+The switch itself is `drop_parent_privileges` (with `smcroute.privsep.caps`),
+called after the helper has its sockets.
+
+Must not: create files.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import socket
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from smcroute.privsep import caps
 
 DYNAMIC_FIRST = 60578
 DYNAMIC_LAST = 61183
@@ -234,3 +239,35 @@ def choose(
         raise IdentityError(f"user or group ID out of range in -p {user}:{group}")
     label = f"{uname}:{_gid_name(gid)}"
     return Identity(uid, gid, label, warning=_shared_warning(uid, label, in_use[0]))
+
+
+def drop_parent_privileges(uid: int, gid: int, name: str) -> str:
+    """Become user ID `uid`, group ID `gid` (called `name` in the log) with no
+    capabilities; return a line for the log.
+
+    Raises PrivilegeError if any capability is left afterwards.  Where the
+    switch is impossible (a user namespace that maps only root, for example)
+    it stays uid 0 with nothing.
+    """
+    caps.lock(())  # the bounding set shrinks only before the uid switch
+    why = ""
+    switched = False
+    try:
+        if os.getuid() == uid and os.geteuid() == uid and os.getgid() == gid:
+            switched = True
+        else:
+            os.setgroups([gid])
+            os.setgid(gid)
+            os.setuid(uid)
+            switched = True
+    except OSError as e:
+        why = f"{e.strerror} switching to {name}"
+    caps.keep_only(())
+    if switched and os.getuid() == uid:
+        if uid == 0:
+            return f"running as {name} with no capabilities"
+        return f"running as {name}"
+    return (
+        f"user switch impossible ({why or 'uid unchanged'}); "
+        f"running as uid {os.getuid()} with no capabilities"
+    )

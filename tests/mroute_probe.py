@@ -30,7 +30,7 @@ import struct
 import sys
 import time
 
-from smcroute.privsep import kernel
+from smcroute.privsep import kernel, mroute
 
 SIOCGETVIFCNT = 0x89E0  # linux/mroute.h: a VIF's packet and byte counters
 BLOCK_ALL = b"\xff" * 32  # struct icmp6_filter blocking every ICMPv6 type
@@ -63,12 +63,12 @@ def main() -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IGMP)
         level = socket.IPPROTO_IP
     else:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, kernel.IPPROTO_ICMPV6)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, mroute.IPPROTO_ICMPV6)
         level = socket.IPPROTO_IPV6
-        sock.setsockopt(kernel.IPPROTO_ICMPV6, kernel.ICMP6_FILTER, BLOCK_ALL)
-    sock.setsockopt(level, kernel.MRT_INIT, 1)
-    sock.setsockopt(level, kernel.MRT_ASSERT, 1)
-    pim = _setopt(sock, level, kernel.MRT_PIM, 1) if a.pim else -1
+        sock.setsockopt(mroute.IPPROTO_ICMPV6, mroute.ICMP6_FILTER, BLOCK_ALL)
+    sock.setsockopt(level, mroute.MRT_INIT, 1)
+    sock.setsockopt(level, mroute.MRT_ASSERT, 1)
+    pim = _setopt(sock, level, mroute.MRT_PIM, 1) if a.pim else -1
     vifs: dict[str, int] = {}
     for i, name in enumerate(a.vif):
         idx = socket.if_nametoindex(name)
@@ -78,7 +78,7 @@ def main() -> int:
             sock.setsockopt(level, kernel.MRT6_ADD_MIF, kernel.mif6ctl(i, 1, idx))
         vifs[name] = i
     results = []
-    add = kernel.MRT_ADD_MFC_PROXY if a.proxy else kernel.MRT_ADD_MFC
+    add = mroute.MRT_ADD_MFC_PROXY if a.proxy else kernel.MRT_ADD_MFC
     for spec in a.mfc:
         src, grp, iif, oifs = _sg(spec)
         if v4:

@@ -14,7 +14,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from smcroute.privsep import wire
+from smcroute.privsep import daemon_wire, wire
 
 from smcroute.daemon import Daemon, Options
 from smcroute.engine.core import Link
@@ -23,8 +23,10 @@ from smcroute.model import MRoute
 M = 0x1003
 
 
-def Upcall(family: int, kind: int, vif: int, source: str, group: str) -> wire.Upcall:
-    return wire.Upcall(family, kind, vif, ip_address(source).packed, ip_address(group).packed)
+def Upcall(family: int, kind: int, vif: int, source: str, group: str) -> daemon_wire.Upcall:
+    return daemon_wire.Upcall(
+        family, kind, vif, ip_address(source).packed, ip_address(group).packed
+    )
 
 
 NOCACHE = wire.NOCACHE
@@ -33,9 +35,9 @@ NOCACHE = wire.NOCACHE
 class FakeHelper:
     """Executes every op; while "executing", one more upcall arrives (buffered)."""
 
-    def __init__(self, late: list[wire.Upcall]) -> None:
+    def __init__(self, late: list[daemon_wire.Upcall]) -> None:
         self.late = late
-        self.events: list[wire.Upcall] = []
+        self.events: list[daemon_wire.Upcall] = []
         self.executed: list[wire.Record] = []
         self.r, self.w = socket.socketpair()
 
@@ -48,7 +50,7 @@ class FakeHelper:
             self.events.append(self.late.pop(0))  # buffered during the request
         return [0] * len(ops)
 
-    def read_events(self, limit: int | None = None) -> list[wire.Upcall]:
+    def read_events(self, limit: int | None = None) -> list[daemon_wire.Upcall]:
         n = len(self.events) if limit is None else limit
         out, self.events = self.events[:n], self.events[n:]
         return out

@@ -11,7 +11,7 @@ import socket
 import struct
 
 import pytest
-from smcroute.privsep import child, mrdisc, wire
+from smcroute.privsep import child, daemon_wire, mrdisc, wire
 
 from smcroute.engine.core import Engine, Link
 from smcroute.engine.mrdisc import (
@@ -89,12 +89,12 @@ def test_ancillary_data() -> None:
 def test_advertise_record_round_trip() -> None:
     rec = record(Announce(6, 12, 20, "eth0"))
     assert rec == wire.Advertise(6, 20, 12)
-    assert wire.decode(wire.encode_ops(9, [rec])) == wire.Ops(9, (rec,))
+    assert wire.decode_request(daemon_wire.encode_ops(9, [rec])) == wire.Ops(9, (rec,))
 
 
 def test_announce_with_unencodable_interval_is_refused_before_sending() -> None:
     with pytest.raises(wire.ProtoError):
-        wire.encode_ops(1, [record(Announce(4, 3, 256, "eth0"))])
+        daemon_wire.encode_ops(1, [record(Announce(4, 3, 256, "eth0"))])
 
 
 class FakeMroute:
@@ -162,8 +162,8 @@ def test_helper_rate_limits_per_interface(helper: child.Helper) -> None:
 def test_helper_refuses_malformed_advertise(helper: child.Helper, bad: wire.Advertise) -> None:
     assert run(helper, bad) == [errno.EINVAL]
     assert helper.mr[4].sent == [] and helper.mr[6].sent == []  # type: ignore[union-attr]
-    line = wire.decode(helper.peer.recv(4096))  # type: ignore[attr-defined]
-    assert isinstance(line, wire.Log) and "refused record #0 (Advertise)" in line.text
+    line = daemon_wire.decode(helper.peer.recv(4096))  # type: ignore[attr-defined]
+    assert isinstance(line, daemon_wire.Log) and "refused record #0 (Advertise)" in line.text
 
 
 def test_helper_advertise_other_outcomes(helper: child.Helper) -> None:

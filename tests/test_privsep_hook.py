@@ -12,7 +12,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from smcroute.privsep import child, hook, wire
+from smcroute.privsep import child, daemon_wire, hook, wire
 
 from smcroute.engine.ops import RunHook
 from smcroute.helper_wire import record
@@ -55,7 +55,7 @@ def test_records_from_run_hook() -> None:
     op = RunHook("install", 6, ip_address("2001:db8::1"), ip_address("ff2e::1"))
     r = record(op)
     assert r == wire.HookInstall(6, ip_address("2001:db8::1").packed, ip_address("ff2e::1").packed)
-    assert wire.decode(wire.encode_ops(1, [r])) == wire.Ops(1, (r,))
+    assert wire.decode_request(daemon_wire.encode_ops(1, [r])) == wire.Ops(1, (r,))
     assert record(RunHook("reload")) == wire.HookReload()
 
 

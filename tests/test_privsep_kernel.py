@@ -132,7 +132,7 @@ class World:
 
     def raw(self, data: bytes, timeout: float = 5.0) -> tuple[object | None, list[str]]:
         """Send raw bytes; return (the REPLY if one comes, the log lines meanwhile)."""
-        from smcroute.privsep import wire
+        from smcroute.privsep import daemon_wire, wire
 
         self.h.sock.send(data)
         deadline = time.monotonic() + timeout
@@ -144,10 +144,10 @@ class World:
                 if logs:
                     break
                 continue
-            msg = wire.decode(self.h.sock.recv(wire.MAX_MESSAGE))
-            if isinstance(msg, wire.Log):
+            msg = daemon_wire.decode(self.h.sock.recv(wire.MAX_MESSAGE))
+            if isinstance(msg, daemon_wire.Log):
                 logs.append(msg.text)
-            elif isinstance(msg, wire.Reply):
+            elif isinstance(msg, daemon_wire.Reply):
                 reply = msg
                 break
         return reply, logs
@@ -286,7 +286,7 @@ def sc_many_joins() -> None:
 def sc_refuse() -> None:
     import syslog
 
-    from smcroute.privsep import wire
+    from smcroute.privsep import daemon_wire, wire
 
     ifx = setup_links(2)
     a1, a2 = ifx["a1"], ifx["a2"]
@@ -320,7 +320,7 @@ def sc_refuse() -> None:
     assert all(w.h.execute(gone)), "the kernel answers for a missing interface"
     assert not w.logs()
     # malformed, truncated, unknown messages: refused, logged, helper keeps serving
-    ops_msg = wire.encode_ops(0xABC, [good_mfc, good_mfc])
+    ops_msg = daemon_wire.encode_ops(0xABC, [good_mfc, good_mfc])
     hdr = wire.HEADER.pack
     cases: list[tuple[bytes, int | None]] = [
         (ops_msg[:-1], 2),  # truncated but attributable: EPROTO for both
@@ -344,7 +344,7 @@ def sc_refuse() -> None:
         if count is None:
             assert reply is None, (data[:20], reply)
         else:
-            assert isinstance(reply, wire.Reply) and reply.errnos == (errno.EPROTO,) * count
+            assert isinstance(reply, daemon_wire.Reply) and reply.errnos == (errno.EPROTO,) * count
     # still serving; "refused" is a warning, never an error
     assert w.h.execute([good_mfc._replace(source=b"\x0a\0\0\2")]) == [0]
     assert cache_row4("225.1.2.3", "10.0.0.2") is not None
@@ -614,7 +614,7 @@ def sc_mroute_culprit() -> None:
 
 
 def sc_upcalls() -> None:
-    from smcroute.privsep.wire import Upcall
+    from smcroute.privsep.daemon_wire import Upcall
 
     from smcroute.engine.ops import AddVif
 
@@ -651,7 +651,7 @@ def sc_parent_caps() -> None:
     """drop_parent_privileges in a subprocess: CapEff 0 afterwards."""
     code = (
         "from smcroute.identity import choose\n"
-        "from smcroute.privsep.caps import drop_parent_privileges as d\n"
+        "from smcroute.identity import drop_parent_privileges as d\n"
         "who = choose(None, None, 'caps-test')\n"
         "print(d(who.uid, who.gid, who.name))\n"
         "print(open('/proc/self/status').read())"

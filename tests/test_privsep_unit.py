@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smcroute.privsep import kernel, validate, wire
+from smcroute.privsep import daemon_wire, kernel, validate, wire
 
 from smcroute.engine.ops import AddMfc, AddVif, DelMfc, DelVif, JoinGroup, LeaveGroup
 from smcroute.helper_wire import record
@@ -213,16 +213,21 @@ def test_sizes() -> None:
 
 
 def test_round_trips() -> None:
-    assert wire.decode(wire.encode_ops(42, GOOD)) == wire.Ops(42, tuple(GOOD))
-    assert wire.decode(wire.encode_pidfile(7)) == wire.Pidfile(7)
+    assert wire.decode_request(daemon_wire.encode_ops(42, GOOD)) == wire.Ops(42, tuple(GOOD))
+    assert wire.decode_request(daemon_wire.encode_pidfile(7)) == wire.Pidfile(7)
     reply = wire.encode_reply(9, [0, errno.EINVAL, errno.EADDRINUSE])
-    assert wire.decode(reply) == wire.Reply(9, (0, errno.EINVAL, errno.EADDRINUSE))
-    assert wire.decode(wire.encode_upcall(4, 1, 3, S4, G4)) == wire.Upcall(4, 1, 3, S4, G4)
-    assert wire.decode(wire.encode_upcall(6, 2, 31, S6, G6)) == wire.Upcall(6, 2, 31, S6, G6)
-    assert wire.decode(wire.encode_solicit(6, 9)) == wire.Solicit(6, 9)
-    assert wire.decode(wire.encode_log(5, "héllo")) == wire.Log(5, "héllo")
-    line = wire.decode(wire.encode_log(3, "é" * 2000))
-    assert isinstance(line, wire.Log) and len(line.text.encode()) <= wire.MAX_LOG
+    errs = (0, errno.EINVAL, errno.EADDRINUSE)
+    assert daemon_wire.decode(reply) == daemon_wire.Reply(9, errs)
+    assert daemon_wire.decode(wire.encode_upcall(4, 1, 3, S4, G4)) == daemon_wire.Upcall(
+        4, 1, 3, S4, G4
+    )
+    assert daemon_wire.decode(wire.encode_upcall(6, 2, 31, S6, G6)) == daemon_wire.Upcall(
+        6, 2, 31, S6, G6
+    )
+    assert daemon_wire.decode(wire.encode_solicit(6, 9)) == daemon_wire.Solicit(6, 9)
+    assert daemon_wire.decode(wire.encode_log(5, "héllo")) == daemon_wire.Log(5, "héllo")
+    line = daemon_wire.decode(wire.encode_log(3, "é" * 2000))
+    assert isinstance(line, daemon_wire.Log) and len(line.text.encode()) <= wire.MAX_LOG
 
 
 def test_each_kind_has_its_own_record() -> None:
@@ -233,11 +238,11 @@ def test_each_kind_has_its_own_record() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        lambda: wire.encode_ops(1, []),
-        lambda: wire.encode_ops(1, [wire.HookReload()] * 1025),
-        lambda: wire.encode_ops(-1, [wire.HookReload()]),
-        lambda: wire.encode_ops(1, [wire.AddVif(4, 256, 1, 1)]),
-        lambda: wire.encode_ops(1, [(1, 2, 3)]),  # not a record
+        lambda: daemon_wire.encode_ops(1, []),
+        lambda: daemon_wire.encode_ops(1, [wire.HookReload()] * 1025),
+        lambda: daemon_wire.encode_ops(-1, [wire.HookReload()]),
+        lambda: daemon_wire.encode_ops(1, [wire.AddVif(4, 256, 1, 1)]),
+        lambda: daemon_wire.encode_ops(1, [(1, 2, 3)]),  # not a record
         lambda: wire.encode_reply(1, [-1]),
         lambda: wire.encode_reply(1, []),
         lambda: wire.encode_upcall(4, 1, 300, S4, G4),
@@ -250,7 +255,7 @@ def test_encode_refuses(bad) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_decode_refuses() -> None:
-    good = wire.encode_ops(1, GOOD[:2])
+    good = daemon_wire.encode_ops(1, GOOD[:2])
     for data in [
         b"",
         good[:11],
@@ -260,16 +265,17 @@ def test_decode_refuses() -> None:
         b"\x00\x00" + good[2:],  # magic
         good[:2] + b"\x01" + good[3:],  # version 1
         good[:10] + b"\x01\x00" + good[12:],  # reserved
-        wire.encode_pidfile(1) + b"x",
+        daemon_wire.encode_pidfile(1) + b"x",
         wire.encode_log(3, "x")[:-1],
         wire.encode_log(3, "ab")[:-2] + b"\xff\xfe",
         wire.encode_upcall(4, 1, 1, S4, G4)[:-1],
         wire.encode_upcall(4, 1, 1, S4, G4)[:-1] + b"\1",  # IPv4 with bytes after it
         wire.encode_solicit(4, 1) + b"\0",
     ]:
-        with pytest.raises(wire.ProtoError):
-            wire.decode(data)
-    assert wire.peek_header(wire.encode_ops(77, GOOD[:1])) == (wire.T_OPS, 77, 1)
+        for decode in (wire.decode_request, daemon_wire.decode):
+            with pytest.raises(wire.ProtoError):
+                decode(data)
+    assert wire.peek_header(daemon_wire.encode_ops(77, GOOD[:1])) == (wire.T_OPS, 77, 1)
     assert wire.peek_header(b"\0" * 12) is None
 
 
@@ -302,17 +308,19 @@ records = st.one_of(
 
 @given(st.integers(0, 2**32 - 1), st.lists(records, min_size=1, max_size=40))
 def test_ops_round_trip_hypothesis(seq: int, recs: list[wire.Record]) -> None:
-    assert wire.decode(wire.encode_ops(seq, recs)) == wire.Ops(seq, tuple(recs))
+    assert wire.decode_request(daemon_wire.encode_ops(seq, recs)) == wire.Ops(seq, tuple(recs))
 
 
 @given(st.binary(max_size=600))
 def test_decode_never_raises_anything_else(data: bytes) -> None:
-    with contextlib.suppress(wire.ProtoError):
-        wire.decode(data)
+    for decode in (wire.decode_request, daemon_wire.decode):
+        with contextlib.suppress(wire.ProtoError):
+            decode(data)
     for mtype in (wire.T_OPS, wire.T_PIDFILE, wire.T_REPLY, wire.T_UPCALL, wire.T_LOG, 9):
         head = wire.HEADER.pack(wire.MAGIC, wire.VERSION, mtype, 1, len(data) % 70, 0)
-        with contextlib.suppress(wire.ProtoError):
-            wire.decode(head + data)
+        for decode in (wire.decode_request, daemon_wire.decode):
+            with contextlib.suppress(wire.ProtoError):
+                decode(head + data)
 
 
 # --- validation: the hostile daemon, without root ----------------------------------
@@ -384,7 +392,7 @@ def test_decode_then_validate_never_raises(data: bytes) -> None:
     """The helper's whole path from bytes to commands, on hostile bytes."""
     head = wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.T_OPS, 1, max(1, len(data) // 8), 0)
     try:
-        msg = wire.decode(head + data)
+        msg = wire.decode_request(head + data)
     except wire.ProtoError:
         return
     assert isinstance(msg, wire.Ops)
