@@ -118,11 +118,15 @@ def add_veth(
     peer_if: str,
     net: int,
     index: int | None = None,
+    *,
+    exists: bool = False,
 ) -> None:
     """Create ``router_if`` in the router (peer end ``peer_if`` in ``peer``), address it
     like the topology does (10.0.NET.0/24, fd00:NET::/64) and wait until it is usable.
-    ``index``: its ifindex (default: a new one)."""
-    topo.veth(topo.router, router_if, peer, peer_if, index)
+    ``index``: its ifindex (default: a new one); ``exists``: the pair is already
+    there, only address it."""
+    if not exists:
+        topo.veth(topo.router, router_if, peer, peer_if, index)
     topo.router.ip_batch(
         [
             f"addr add {topo.addr(net, 1)}/24 dev {router_if}",

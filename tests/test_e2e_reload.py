@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -371,13 +372,28 @@ def test_interface_deleted_and_recreated(
         ("a1", topo.sender, "s0", 1) if which == "inbound" else ("a2", topo.receivers[0], "r0", 2)
     )
     old_index = R.ifindex(gone)
-    R.ip("link", "del", gone)  # also removes the peer's end
-    if index == "at-once":  # re-created before the daemon's next rescan, same ifindex
-        add_veth(topo, gone, peer, peer_if, net, old_index)
+    if index == "at-once":
+        # Deleted and re-created with the same ifindex while the daemon's main
+        # process is stopped, so it rescans only after both: the link list
+        # looks unchanged, but the kernel dropped the VIF (the daemon must act
+        # on the RTM_DELLINK).
+        os.kill(d.pid, signal.SIGSTOP)
+        try:
+            R.ip_batch(
+                [
+                    f"link del {gone}",
+                    f"link add {gone} index {old_index} type veth peer name {peer_if} "
+                    f"netns {peer.name}",
+                ]
+            )
+            add_veth(topo, gone, peer, peer_if, net, old_index, exists=True)
+        finally:
+            os.kill(d.pid, signal.SIGCONT)
         wait_until(lambda: kernel(R, family) == both, timeout=30, what="routes restored")
         assert forwarded(topo, family, 1, 0) == 10
         assert forwarded(topo, family, 2, 0) == 10
         return
+    R.ip("link", "del", gone)  # also removes the peer's end
     # no entry keeps using the vanished VIF (its number could be reused)
     left = {} if which == "inbound" else expect(topo, family, {1: ("a3",), 2: ()})
     wait_until(lambda: kernel(R, family) == left, timeout=30, what=f"routes without {gone}")
