@@ -29,12 +29,12 @@ from typing import Any
 
 from smcroute import helper_wire, logsetup, observe, readable, sdnotify
 from smcroute.engine.core import Engine, EngineError, Link, describe
-from smcroute.engine.mrdisc import Schedule
-from smcroute.engine.ops import AddVif, Announce, DelVif, Op, RunHook
+from smcroute.engine.mrdisc import LISTEN, Schedule
+from smcroute.engine.ops import AddVif, Announce, DelVif, JoinGroup, LeaveGroup, Op, RunHook
 from smcroute.ipc.codec import Request, Response
 from smcroute.ipc.server import ControlServer
 from smcroute.logsetup import log
-from smcroute.model import MGroup, MRoute
+from smcroute.model import Family, MGroup, MRoute
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError, default_table
 from smcroute.output import render
 from smcroute.parser import ParseError, parse_command, parse_file
@@ -447,17 +447,25 @@ class Daemon:
         before = {k: t.op.ifname for k, t in self.mrdisc.timers.items()}
         self.mrdisc.update(self.engine.announcements(self.opts.mrdisc_interval), now)
         after = {k: t.op.ifname for k, t in self.mrdisc.timers.items()}
+        listen: list[Op] = []
         for key in before.keys() ^ after.keys():
             what = "announcing" if key in after else "stopped"
             name = after.get(key) or before[key]
             log.info(f"multicast router discovery: {what} on {name} (IPv{key[0]})")
             self.mrdisc_errs.pop(key, None)
             self.mrdisc_warned.discard(key)
-        ops: list[Announce] = self.mrdisc.due(now)
-        if not ops:
-            return
-        # A failure is a warning once it repeats: right after a link comes up,
-        # IPv6 may have no link-local address yet (EADDRNOTAVAIL) for a moment.
+            member = JoinGroup if key in after else LeaveGroup
+            fam: Family = 4 if key[0] == 4 else 6
+            listen += [member(fam, key[1], g, None, name) for g in LISTEN[fam]]
+        for op, err in zip(listen, self.execute(listen), strict=True):
+            if err:  # the interface may just have gone: Solicitations go unheard there
+                log.debug(f"cannot {describe(op)}: {os.strerror(err)}")
+        self.advertise(self.mrdisc.due(now))
+
+    def advertise(self, ops: list[Announce]) -> None:
+        """Send advertisements.  A failure is a warning once it repeats: right
+        after a link comes up, IPv6 may have no link-local address yet
+        (EADDRNOTAVAIL) for a moment."""
         for op, err in zip(ops, self.execute(ops), strict=False):
             key = (op.family, op.ifindex)
             where = f"on {op.ifname} (IPv{op.family})"
@@ -517,12 +525,16 @@ class Daemon:
         so a flood starves nobody.
         """
         ops: list[Op] = []
+        answers: list[Announce] = []
         for ev in self.helper.read_events(UPCALL_ROUND):
             if isinstance(ev, Upcall):
                 kind, source, group = helper_wire.upcall(ev)
                 self.counts.upcall(self.engine, ev.family, kind, source, group)
                 ops.extend(self.engine.upcall(ev.family, kind, ev.vif, source, group, now))
+            elif answer := self.mrdisc.solicited((ev.family, ev.ifindex), now):
+                answers.append(answer)  # else not an announcing interface, or too soon
         self.apply(ops)
+        self.advertise(answers)
 
     def run(self) -> int:
         try:

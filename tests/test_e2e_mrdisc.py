@@ -189,3 +189,59 @@ def test_mrdisc_wildcard_and_link_down_up_restarts_the_burst(
     assert len(x1.adverts(4)) == 3 and len(x1.adverts(6)) == 3, x1.packets
     x1.close()
     x2.close()
+
+
+SOLICIT = Path(__file__).resolve().parent / "mrdisc_solicit.py"
+
+
+def solicit(ns: netns.Netns, family: int, count: int = 1, how: str = "") -> float:
+    """Send Solicitations from `ns` out of r0; the time they left."""
+    t = time.time()
+    ns.run(sys.executable, str(SOLICIT), "r0", str(family), str(count), *([how] if how else []))
+    return t
+
+
+def test_mrdisc_answers_solicitations_on_mrdisc_interfaces_only(
+    topology: Callable[..., RouterTopology], ours: Callable[..., Daemon]
+) -> None:
+    """RFC 4286: a Solicitation on an mrdisc interface is answered at once; on
+    another interface, malformed, or more than one a second, it is not."""
+    topo = topology(2)
+    x1, x2 = (Capture(topo, x) for x in topo.receivers)  # a2 announces, a3 does not
+    conf = "phyint a2 mrdisc\nphyint a3 enable\n"
+    d = ours(topo.router, conf, extra_args=("-l", "debug", "-m", "180"))
+    netns.wait_until(
+        lambda: len(x1.poll(0.2) and x1.adverts(4)) >= 3 and len(x1.adverts(6)) >= 3,
+        timeout=10,
+        what="the initial burst behind a2",
+    )
+    time.sleep(1.2)  # past the burst's rate limit; nothing periodic for 180 s
+    for fam in (4, 6):
+        x1.poll(0.1)
+        sent = solicit(topo.receivers[0], fam)
+        netns.wait_until(
+            lambda fam=fam, sent=sent: bool(x1.poll(0.1) and x1.adverts(fam, after=sent)),
+            timeout=3,
+            what=f"an IPv{fam} answer behind a2",
+        )
+        (answer,) = x1.adverts(fam, after=sent)
+        check_advert(answer, fam, 180)
+        assert answer["t"] - sent < 1.0, answer["t"] - sent
+        # on a3 (no mrdisc): nothing, whatever is asked
+        quiet = solicit(topo.receivers[1], fam)
+        x2.poll(1.0)
+        assert x2.adverts(fam, after=quiet) == [], x2.packets
+    time.sleep(1.1)
+    # a flood of 50 at once: at most one answer a second; malformed: none
+    sent = solicit(topo.receivers[0], 4, count=50)
+    x1.poll(1.5)
+    assert 1 <= len(x1.adverts(4, after=sent)) <= 2, x1.adverts(4, after=sent)
+    time.sleep(1.1)
+    for how in ("bad-checksum", "short"):
+        sent = solicit(topo.receivers[0], 4, count=3, how=how)
+        x1.poll(1.2)
+        assert x1.adverts(4, after=sent) == [], how
+    assert d.running()
+    assert "not a valid Multicast Router Solicitation" in d.log()
+    x1.close()
+    x2.close()

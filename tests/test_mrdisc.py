@@ -267,3 +267,18 @@ def test_schedule_same_interface_new_name_keeps_rhythm() -> None:
     s.update([renamed], 0.5)
     assert s.next_deadline() == deadline
     assert deadline is not None and s.due(deadline) == [renamed]
+
+
+def test_solicitations_are_answered_on_announcing_interfaces_once_a_second() -> None:
+    import random
+
+    from smcroute.engine.mrdisc import Schedule
+
+    s = Schedule(random.Random(1))
+    op = Announce(4, 2, 20, "eth0")
+    s.update([op], 0.0)
+    assert s.solicited((4, 3), 1.0) is None  # not an announcing interface
+    assert s.solicited((6, 2), 1.0) is None
+    assert s.solicited((4, 2), 1.0) == op
+    assert s.solicited((4, 2), 1.5) is None  # a second one within the second
+    assert s.solicited((4, 2), 2.0) == op

@@ -7,7 +7,10 @@ appears) gets an initial burst of `INITIAL_ADVERTS` advertisements at random
 gaps of at most `MAX_INITIAL_GAP` seconds (RFC 4286 §3: MAX_INITIAL_ADVERTISEMENTS,
 MAX_INITIAL_ADVERT_INTERVAL), then one every Advertisement Interval (`-m`)
 with a jitter of ±2.5 % of it, so that routers started together drift apart.
-An interface that stops announcing is forgotten at once.
+An interface that stops announcing is forgotten at once.  A Solicitation
+heard on an announcing interface is answered at once, at most once per
+`SOLICIT_GAP` seconds per interface (RFC 4286 §6); the groups a router
+listens on to hear them are `LISTEN`.
 
 Must not: read the clock (`now` is an argument), send, or log; randomness
 comes from an injectable `random.Random` so tests can fix it.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from ipaddress import ip_address
 
 from smcroute.engine.ops import Announce
 
@@ -25,6 +29,10 @@ INITIAL_ADVERTS = 3
 MIN_INITIAL_GAP = 0.5  # not back to back: a burst is meant to survive a lost packet
 MAX_INITIAL_GAP = 2.0
 JITTER = 0.025  # fraction of the interval
+SOLICIT_GAP = 1.0  # s: more Solicitations than one a second on an interface are ignored
+# joined on announcing interfaces: all-routers (Solicitations go there) and all-snoopers
+LISTEN = {4: (ip_address("224.0.0.2"), ip_address("224.0.0.106")),
+          6: (ip_address("ff02::2"), ip_address("ff02::6a"))}  # fmt: skip
 
 Key = tuple[int, int]  # (family, ifindex)
 
@@ -34,6 +42,7 @@ class _Timer:
     op: Announce
     due: float
     initial_left: int
+    solicited: float = -1e18  # when a Solicitation was last answered
 
 
 class Schedule:
@@ -71,6 +80,15 @@ class Schedule:
                 ival = timer.op.interval
                 timer.due = now + ival + self.rng.uniform(-JITTER * ival, JITTER * ival)
         return out
+
+    def solicited(self, key: Key, now: float) -> Announce | None:
+        """The Advertisement answering a Solicitation heard on `key` at `now`, if
+        that interface announces and it answered none in the last SOLICIT_GAP s."""
+        timer = self.timers.get(key)
+        if timer is None or now - timer.solicited < SOLICIT_GAP:
+            return None
+        timer.solicited = now
+        return timer.op
 
     def next_deadline(self) -> float | None:
         return min((t.due for t in self.timers.values()), default=None)
