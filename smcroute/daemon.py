@@ -225,6 +225,8 @@ class Daemon:
 
     def execute(self, ops: Sequence[Op]) -> list[int]:
         """One errno per op from the helper; EINVAL for one no record can carry."""
+        if not ops:
+            return []
         results = [errno.EINVAL] * len(ops)
         records, index = [], []
         for i, op in enumerate(ops):
