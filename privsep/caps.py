@@ -16,9 +16,12 @@ raises `PrivilegeError` if anything more is left.
 from __future__ import annotations
 
 import errno
-from typing import Any
 
 import prctl  # type: ignore[import-untyped, unused-ignore]
+
+TYPE_CHECKING = False  # not from typing: see wire.py (the helper's RSS)
+if TYPE_CHECKING:
+    from typing import Any
 
 # securebits: NOROOT, NOROOT_LOCKED, NO_SETUID_FIXUP, NO_SETUID_FIXUP_LOCKED,
 # KEEP_CAPS_LOCKED -- uid 0 can never regain capabilities through exec.

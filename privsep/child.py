@@ -24,16 +24,14 @@ events; execute anything `validate` did not return; die on bad input.
 
 from __future__ import annotations
 
-import contextlib
+import _signal
+import _socket
 import errno
 import os
 import select
-import signal
-import socket
 import sys
 import syslog
 import time
-from typing import NoReturn
 
 import prctl  # type: ignore[import-untyped, unused-ignore]
 
@@ -46,7 +44,23 @@ NAME = "smcroute-helper"  # comm, 15 bytes at most
 UPCALL_BURST = 4096  # messages read per wake-up before serving the daemon again
 ADVERT_MIN_GAP = 0.2  # s between two advertisements out of one interface
 SOLICIT_MIN_GAP = 0.2  # s between two Solicitation events from one interface
-_LEVEL = {4: socket.IPPROTO_IP, 6: socket.IPPROTO_IPV6}
+_LEVEL = {4: _socket.IPPROTO_IP, 6: _socket.IPPROTO_IPV6}
+
+
+# Neither typing nor contextlib nor the socket/signal wrappers: each costs the
+# helper's RSS a few hundred KiB (see wire.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
+
+def _quiet(fn: Callable[..., object], *args: object) -> None:
+    """`fn(*args)`, ignoring OSError/ValueError (contextlib.suppress, without contextlib)."""
+    try:
+        fn(*args)
+    except (OSError, ValueError):
+        pass
 
 
 class _Stop(Exception):
@@ -62,8 +76,8 @@ class Helper:
 
     def __init__(
         self,
-        ipc: socket.socket,
-        mr: dict[int, socket.socket | None],
+        ipc: _socket.socket,
+        mr: dict[int, _socket.socket | None],
         pidfile: str = "",
         ctlsock: str = "",
         hook: str = "",
@@ -93,9 +107,8 @@ class Helper:
         if not self.parent_gone:
             self.send(wire.encode_log(level, text))
         if self.parent_gone:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write(f"{TITLE}: {text}\n")
-                sys.stderr.flush()
+            _quiet(sys.stderr.write, f"{TITLE}: {text}\n")
+            _quiet(sys.stderr.flush)
 
     def run(self) -> None:
         poller = select.poll()
@@ -125,7 +138,7 @@ class Helper:
             return
         if not data and ev & (select.POLLHUP | select.POLLERR):  # EOF, else an empty message
             self.parent_gone = True
-        elif flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        elif flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
             self.refuse(data, "oversized message or unexpected ancillary data")
         else:
             try:
@@ -159,7 +172,7 @@ class Helper:
         return True
 
     # --- from the kernel ---------------------------------------------------------
-    def read_kernel(self, fam: int, s: socket.socket) -> None:
+    def read_kernel(self, fam: int, s: _socket.socket) -> None:
         for _ in range(UPCALL_BURST):
             try:
                 data, anc, _flags, addr = s.recvmsg(2048, 256)
@@ -183,8 +196,10 @@ class Helper:
     def solicitation(self, fam: int, data: bytes, anc: list[mrdisc.Cmsg], addr: object) -> None:
         src = b""
         if fam == 6 and isinstance(addr, tuple):
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                src = socket.inet_pton(socket.AF_INET6, str(addr[0]).partition("%")[0])
+            try:
+                src = _socket.inet_pton(_socket.AF_INET6, str(addr[0]).partition("%")[0])
+            except (OSError, ValueError, TypeError):
+                pass
         ifindex = mrdisc.solicited(fam, data, anc, src)
         if ifindex is None:
             self.drop(fam, "not a valid Multicast Router Solicitation")
@@ -228,14 +243,14 @@ class Helper:
         return self.advertise(s, cmd)
 
     @staticmethod
-    def setsockopt(s: socket.socket, fam: int, option: int, value: bytes) -> int:
+    def setsockopt(s: _socket.socket, fam: int, option: int, value: bytes) -> int:
         try:
             s.setsockopt(_LEVEL[fam], option, value)
         except OSError as e:
             return e.errno or errno.EIO
         return 0
 
-    def advertise(self, s: socket.socket, cmd: validate.Advert) -> int:
+    def advertise(self, s: _socket.socket, cmd: validate.Advert) -> int:
         """One Multicast Router Advertisement out of an interface with one of our VIFs."""
         fam, ifindex = cmd.family, cmd.ifindex
         if ifindex not in self.vifs[fam].values():
@@ -291,8 +306,7 @@ class Helper:
                 pass
             except OSError as e:
                 self.log(syslog.LOG_ERR, f"cannot remove {path}: {e.strerror}")
-        with contextlib.suppress(OSError):
-            self.ipc.close()
+        _quiet(self.ipc.close)
 
 
 # --- start-up ---------------------------------------------------------------------
@@ -317,24 +331,21 @@ def main(argv: list[str]) -> int:
             raise ValueError
     except ValueError:
         return _usage("--ipc FD is required; --v4/--v6 take an fd")
-    signal.signal(signal.SIGTERM, _on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon handles ^C and tells us (EOF)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is the daemon's business
-    prctl.set_pdeathsig(signal.SIGTERM)
-    with contextlib.suppress(OSError, ValueError):
-        prctl.set_name(NAME)
-        prctl.set_proctitle(TITLE)
+    _signal.signal(_signal.SIGTERM, _on_term)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the daemon handles ^C and tells us (EOF)
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)  # reload is the daemon's business
+    prctl.set_pdeathsig(_signal.SIGTERM)
+    _quiet(prctl.set_name, NAME)
+    _quiet(prctl.set_proctitle, TITLE)
     keep = sorted({0, 1, 2} | {fd for fd in fds.values() if fd >= 0})
     for lo, hi in zip(keep, [*keep[1:], 1 << 20], strict=True):
         os.closerange(lo + 1, hi)
     for fd in keep[3:]:  # a hook must never inherit the routing sockets
-        with contextlib.suppress(OSError):
-            os.set_inheritable(fd, False)
-    with contextlib.suppress(OSError):
-        os.chdir("/")
+        _quiet(os.set_inheritable, fd, False)
+    _quiet(os.chdir, "/")
     try:
-        ipc = socket.socket(fileno=fds["ipc"])
-        mr = {f: socket.socket(fileno=fds[f"v{f}"]) if fds[f"v{f}"] >= 0 else None for f in (4, 6)}
+        ipc = _socket.socket(fileno=fds["ipc"])
+        mr = {f: _socket.socket(fileno=fds[f"v{f}"]) if fds[f"v{f}"] >= 0 else None for f in (4, 6)}
     except OSError as e:
         return _usage(f"bad inherited fd: {e.strerror}")
     ipc.setblocking(True)
@@ -352,7 +363,7 @@ def main(argv: list[str]) -> int:
     except _Stop:
         pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
         helper.close()
     return 0
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 
 from . import caps
+
+TYPE_CHECKING = False  # not from typing: see wire.py (the helper's RSS)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MAX_HOOKS = 16  # hook processes running at once; more are refused (EAGAIN)
 

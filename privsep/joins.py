@@ -9,8 +9,8 @@ membership.
 
 from __future__ import annotations
 
+import _socket
 import errno
-import socket
 
 from . import kernel
 
@@ -22,7 +22,7 @@ class _JoinSock:
 
     __slots__ = ("full", "groups", "msf_full", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.groups: dict[tuple[int, bytes], int] = {}  # (ifindex, group) -> joins
         self.full = False  # a new group got ENOBUFS (igmp_max_memberships)
@@ -40,8 +40,8 @@ class JoinPool:
     """
 
     def __init__(self, family: int) -> None:
-        self.af = socket.AF_INET if family == 4 else socket.AF_INET6
-        self.level = socket.IPPROTO_IP if family == 4 else socket.IPPROTO_IPV6
+        self.af = _socket.AF_INET if family == 4 else _socket.AF_INET6
+        self.level = _socket.IPPROTO_IP if family == 4 else _socket.IPPROTO_IPV6
         self.asm: list[_JoinSock] = []
         self.ssm: list[_JoinSock] = []
         self.where: dict[tuple[int, bytes, bytes | None], _JoinSock] = {}
@@ -79,7 +79,7 @@ class JoinPool:
             if len(pool) >= MAX_JOIN_SOCKETS:
                 return errno.ENOBUFS
             try:
-                j = _JoinSock(socket.socket(self.af, socket.SOCK_DGRAM))
+                j = _JoinSock(_socket.socket(self.af, _socket.SOCK_DGRAM))
             except OSError as e:
                 return e.errno or errno.EIO
             err = self._set(j, True, ifindex, group, source)

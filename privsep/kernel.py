@@ -6,15 +6,16 @@ group_source_req) and the decoders of kernel upcalls (igmpmsg, mrt6msg).
 Layouts are x86_64/Linux as verified in doc/KERNEL.md.
 
 Must not: do any I/O or system call, import anything beyond `struct`,
-`socket` (for constants) and `typing`, or raise anything but `UpcallError`
-from a decoder.  Both the helper and the daemon import it.
+`_socket` (for constants) and `.wire` (its record type), or raise anything
+but `UpcallError` from a decoder.  Both the helper and the daemon import it.
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 import struct
-from typing import NamedTuple
+
+from .wire import NamedTuple
 
 MAXVIFS = 32  # VIFs (IPv4) and MIFs (IPv6) per table: the one definition
 
@@ -49,8 +50,8 @@ GROUP_SOURCE_REQ = struct.Struct("=I4x128s128s")
 IGMPMSG = struct.Struct("=8xBBBB4s4s")  # msgtype, mbz, vif, vif_hi, src, dst
 MRT6MSG = struct.Struct("=BBH4x16s16s")  # mbz, msgtype, mif, pad, src, dst
 
-_AF_INET = int(socket.AF_INET)
-_AF_INET6 = int(socket.AF_INET6)
+_AF_INET = int(_socket.AF_INET)
+_AF_INET6 = int(_socket.AF_INET6)
 
 
 def vifctl(vifi: int, threshold: int, ifindex: int, flags: int = VIFF_USE_IFINDEX) -> bytes:

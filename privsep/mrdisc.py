@@ -23,15 +23,15 @@ imports it, so keep it tiny.
 
 from __future__ import annotations
 
-import socket
+import _socket
 import struct
 
 GROUP4 = "224.0.0.106"  # ALL-SNOOPERS
 GROUP6 = "ff02::6a"
 IGMP_MRDISC_ADV, IGMP_MRDISC_SOL = 0x30, 0x31
 ICMP6_MRDISC_ADV, ICMP6_MRDISC_SOL = 151, 152
-ALL_ROUTERS4 = socket.inet_pton(socket.AF_INET, "224.0.0.2")
-ALL_ROUTERS6 = socket.inet_pton(socket.AF_INET6, "ff02::2")
+ALL_ROUTERS4 = _socket.inet_pton(_socket.AF_INET, "224.0.0.2")
+ALL_ROUTERS6 = _socket.inet_pton(_socket.AF_INET6, "ff02::2")
 MIN_INTERVAL = 4  # RFC 4286 MRDISC interval bounds, seconds (`-m`)
 MAX_INTERVAL = 180
 QUERY_INTERVAL = 125  # IGMP/MLD defaults: we run no querier, advertise the defaults
@@ -87,18 +87,18 @@ def advert6(interval: int) -> bytes:
 def cmsgs4(ifindex: int) -> list[Cmsg]:
     """Out of `ifindex`, TTL 1, with Router Alert (IPv4 sendmsg ancillary data)."""
     return [
-        (socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(ifindex, bytes(4), bytes(4))),
-        (socket.IPPROTO_IP, IP_TTL, _INT.pack(1)),
-        (socket.IPPROTO_IP, IP_RETOPTS, ROUTER_ALERT4),
+        (_socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(ifindex, bytes(4), bytes(4))),
+        (_socket.IPPROTO_IP, IP_TTL, _INT.pack(1)),
+        (_socket.IPPROTO_IP, IP_RETOPTS, ROUTER_ALERT4),
     ]
 
 
 def cmsgs6(ifindex: int) -> list[Cmsg]:
     """Out of `ifindex`, hop limit 1, with an MLD Router Alert hop-by-hop option."""
     return [
-        (socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(bytes(16), ifindex)),
-        (socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(1)),
-        (socket.IPPROTO_IPV6, IPV6_HOPOPTS, HOPOPTS_ROUTER_ALERT_MLD),
+        (_socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(bytes(16), ifindex)),
+        (_socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(1)),
+        (_socket.IPPROTO_IPV6, IPV6_HOPOPTS, HOPOPTS_ROUTER_ALERT_MLD),
     ]
 
 
@@ -111,7 +111,7 @@ def solicited(family: int, data: bytes, anc: list[Cmsg], source: bytes) -> int |
     """
     info = {(lvl, typ): val for lvl, typ, val in anc}
     if family == 4:
-        pkt = info.get((socket.IPPROTO_IP, IP_PKTINFO), b"")
+        pkt = info.get((_socket.IPPROTO_IP, IP_PKTINFO), b"")
         ihl = (data[0] & 0x0F) * 4 if len(data) >= 20 else 0
         end = int.from_bytes(data[2:4], "big") if ihl else 0
         if len(pkt) != _IN_PKTINFO.size or not 20 <= ihl < end <= len(data):
@@ -121,7 +121,7 @@ def solicited(family: int, data: bytes, anc: list[Cmsg], source: bytes) -> int |
         msg, ifindex, sol = data[ihl:end], _IN_PKTINFO.unpack(pkt)[0], IGMP_MRDISC_SOL
         summed = msg
     else:
-        pkt = info.get((socket.IPPROTO_IPV6, IPV6_PKTINFO), b"")
+        pkt = info.get((_socket.IPPROTO_IPV6, IPV6_PKTINFO), b"")
         if len(pkt) != _IN6_PKTINFO.size or len(source) != 16:
             return None
         dst, ifindex = _IN6_PKTINFO.unpack(pkt)

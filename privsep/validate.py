@@ -13,11 +13,11 @@ Must not: do I/O or system calls, keep state, or raise on any record.
 
 from __future__ import annotations
 
-import socket
+import _socket
 import struct
-from typing import NamedTuple
 
 from . import kernel, mrdisc, wire
+from .wire import NamedTuple
 
 
 class Vif(NamedTuple):
@@ -70,7 +70,7 @@ class _Bad(Exception):
 
 
 def ntop(family: int, raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, raw)
+    return _socket.inet_ntop(_socket.AF_INET if family == 4 else _socket.AF_INET6, raw)
 
 
 def _alen(family: int) -> int:

@@ -37,15 +37,78 @@ encoder and the decoder of the helper's messages) is `daemon_wire`, so that
 root never loads it.
 
 Must not: do I/O, judge what a record means (`validate` does), import
-anything beyond `struct` and `typing`, or raise anything but `ProtoError`
-from an encoder or decoder, whatever the bytes.
+anything beyond `struct` and `_collections` at run time (see the record type
+below), or raise anything but `ProtoError` from an encoder or decoder,
+whatever the bytes.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from typing import NamedTuple
+
+# The helper must stay small (RSS): `typing` would bring `re` and more (about
+# 2 MiB), `collections` another 0.6 MiB.  Type checkers see typing.NamedTuple;
+# at run time each record class is a plain tuple subclass built from the class
+# body (fields from the annotations, defaults last, `_fields`, `_make`,
+# `_replace`), as typing.NamedTuple would build it.  `TYPE_CHECKING` is spelt
+# out for the same reason (type checkers treat the name as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import NamedTuple as NamedTuple
+else:
+    from _collections import _tuplegetter
+
+    class _RecordType(type):
+        def __new__(mcls, name, bases, ns):
+            if not bases:
+                return super().__new__(mcls, name, bases, ns)
+            fields = tuple(ns.get("__annotations__", ()))
+            defaults = {f: ns[f] for f in fields if f in ns}
+            n = len(fields)
+
+            def new(cls, *args, **kwargs):
+                if len(args) == n and not kwargs:
+                    return tuple.__new__(cls, args)
+                if len(args) > n:
+                    raise TypeError(f"{name}() takes {n} arguments ({len(args)} given)")
+                values = list(args)
+                for f in fields[len(args) :]:
+                    if f in kwargs:
+                        values.append(kwargs.pop(f))
+                    elif f in defaults:
+                        values.append(defaults[f])
+                    else:
+                        raise TypeError(f"{name}() missing argument {f!r}")
+                if kwargs:
+                    raise TypeError(f"{name}() got unexpected arguments {sorted(kwargs)}")
+                return tuple.__new__(cls, values)
+
+            def make(cls, iterable):
+                values = tuple(iterable)
+                if len(values) != n:
+                    raise TypeError(f"{name} takes {n} values, not {len(values)}")
+                return tuple.__new__(cls, values)
+
+            def replace(self, **kwargs):
+                pairs = zip(fields, self, strict=True)
+                return new(type(self), *[kwargs.pop(f, v) for f, v in pairs], **kwargs)
+
+            def rep(self):
+                pairs = zip(fields, self, strict=True)
+                return f"{name}({', '.join(f'{f}={v!r}' for f, v in pairs)})"
+
+            body = {k: v for k, v in ns.items() if k not in defaults and k != "__annotations__"}
+            body.update(__slots__=(), __new__=new, _fields=fields, __repr__=rep)
+            body.update(_make=classmethod(make), _replace=replace)
+            body.update(__getnewargs__=lambda self: tuple(self))
+            for i, f in enumerate(fields):
+                body[f] = _tuplegetter(i, f"Field {i}: {f}")
+            return type.__new__(type, name, (tuple,), body)
+
+    class NamedTuple(metaclass=_RecordType):
+        """`class R(NamedTuple): field: type ...` -> a tuple subclass with those fields."""
+
 
 MAGIC = 0x5343
 VERSION = 2
