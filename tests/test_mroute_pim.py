@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from smcroute.privsep import kernel, mroute
+from smcroute.privsep import mroute
 
 
 class RefusingSocket:
@@ -20,8 +20,8 @@ class RefusingSocket:
 def test_pim_refused_is_a_warning_naming_the_consequence() -> None:
     s = RefusingSocket()
     said: list[str] = []
-    mroute._pim_mode(s, socket.IPPROTO_IPV6, kernel.MRT6_PIM, socket.AF_INET6, said.append)  # type: ignore[arg-type]
-    assert s.calls == [(socket.IPPROTO_IPV6, kernel.MRT6_PIM, 1)]
+    mroute._pim_mode(s, socket.IPPROTO_IPV6, mroute.MRT6_PIM, socket.AF_INET6, said.append)  # type: ignore[arg-type]
+    assert s.calls == [(socket.IPPROTO_IPV6, mroute.MRT6_PIM, 1)]
     assert len(said) == 1
     assert said[0].startswith("IPv6: the kernel refused PIM mode (Protocol not available)")
     assert "stop filter will block the same (S,G) arriving on another interface" in said[0]
@@ -34,5 +34,5 @@ def test_pim_accepted_says_nothing() -> None:
 
     s = Accepting()
     said: list[str] = []
-    mroute._pim_mode(s, socket.IPPROTO_IP, kernel.MRT_PIM, socket.AF_INET, said.append)  # type: ignore[arg-type]
-    assert s.calls == [(socket.IPPROTO_IP, kernel.MRT_PIM, 1)] and said == []
+    mroute._pim_mode(s, socket.IPPROTO_IP, mroute.MRT_PIM, socket.AF_INET, said.append)  # type: ignore[arg-type]
+    assert s.calls == [(socket.IPPROTO_IP, mroute.MRT_PIM, 1)] and said == []
