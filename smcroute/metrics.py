@@ -41,6 +41,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from smcroute.logsetup import log
 from smcroute.stats import Counts, Sample, VifCounters, key64
 
 MAX_CLIENTS = 4
@@ -206,6 +207,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -243,7 +245,10 @@ class MetricsServer:
     # -- main-loop side --
 
     def publish(self, daemon: Any, sample: Sample) -> None:
-        self.snapshot = snapshot(daemon.engine, sample, daemon.counts, self.max_routes)
+        try:
+            self.snapshot = snapshot(daemon.engine, sample, daemon.counts, self.max_routes)
+        except Exception as e:  # never take routing down over a metric
+            log.warning(f"metrics: cannot publish the sample: {type(e).__name__}: {e}")
 
     def start(self) -> None:
         self.thread.start()
@@ -352,7 +357,11 @@ class MetricsServer:
             if name.strip().lower() == "accept":
                 accept = value.strip()
         encoder, ctype = choose_encoder(accept)
-        body = encoder(self.registry)
+        try:
+            body = encoder(self.registry)
+        except Exception as e:  # a bug must cost one scrape, not the endpoint
+            log.warning(f"metrics: cannot render the exposition: {type(e).__name__}: {e}")
+            return _reply(500, b"internal error\n")
         return _reply(200, body, ctype, head=method == "HEAD")
 
     def _respond(self, sel: selectors.BaseSelector, c: _Conn, data: bytes) -> None:

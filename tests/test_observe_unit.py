@@ -373,3 +373,13 @@ def test_metrics_slow_and_too_many_clients(server: Any) -> None:
     finally:
         for s in slow:
             s.close()
+
+
+def test_metrics_render_failure_costs_one_scrape(server: Any) -> None:
+    import dataclasses
+
+    good = server.snapshot
+    server.snapshot = dataclasses.replace(good, routes=(("s", "g", "i", "x", "y", "z"),))
+    assert http(server, b"GET /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 500")
+    server.snapshot = good
+    assert http(server, b"GET /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200")
