@@ -89,6 +89,16 @@ class Options:
     metrics_routes: int = 1000
 
 
+def vanished_interface(op: Op) -> str | None:
+    """The name of the interface `op` was for, if that interface is gone now."""
+    if not isinstance(op, AddVif | DelVif | JoinGroup | LeaveGroup | Announce):
+        return None
+    try:
+        return None if socket.if_indextoname(op.ifindex) == op.ifname else op.ifname
+    except OSError:
+        return op.ifname
+
+
 @contextlib.contextmanager
 def bulk() -> Any:
     """No cyclic GC during bulk work: our state is acyclic, and gen-2 passes
@@ -212,6 +222,7 @@ class Daemon:
             self.mrdisc_dirty = True
         results = self.execute(ops)
         failures: list[str] = []
+        vanished: dict[str, str] = {}  # interface -> what its going made fail first
         for op, err in zip(ops, results, strict=False):
             if err == 0:
                 continue
@@ -219,7 +230,13 @@ class Daemon:
             self.counts.kernel_failures += 1
             msg = f"failed to {describe(op)}: {os.strerror(err)}"
             failures.append(msg)
-            log.warning(msg)
+            name = vanished_interface(op)
+            if name is None:
+                log.warning(msg)
+            else:
+                vanished.setdefault(name, msg)
+        for name, msg in vanished.items():  # a race with the system, not an error
+            log.info(f"{name} vanished meanwhile ({msg}); its routes follow it when it is back")
         self.drain_engine()
         return failures
 
