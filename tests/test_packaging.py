@@ -173,7 +173,7 @@ def test_private_environment_is_relocated(tree):
     assert "from smcroute.daemon_cli import main" in (tree / "usr/sbin/smcrouted").read_text()
     assert "from smcroute.ctl import main" in (tree / "usr/sbin/smcroutectl").read_text()
     site = next(venv.glob("lib/python3.*/site-packages"))
-    for dist in ("smcroute-", "lark-", "click-", "python_prctl-"):
+    for dist in ("smcroute-", "lark-", "click-", "python_prctl-", "prometheus_client-"):
         assert list(site.glob(dist + "*.dist-info")), dist
     assert list(site.glob("_prctl*.so")), "python-prctl's C extension"
     assert not list(site.glob("pip")), "no installer in the package"
