@@ -353,6 +353,26 @@ def sc_refuse() -> None:
     assert w.h.close() == 0
 
 
+def sc_log_order() -> None:
+    """One ordered stream: a helper line logged while a batch runs comes
+    between the daemon's lines before and after that batch."""
+    from smcroute.privsep import wire
+
+    ifx = setup_links(1)
+    w = World()
+    assert w.h.write_pidfile() == 0  # a round trip: the "ready" line is in by now
+    w.lines.clear()
+    w._log(6, "daemon: before")
+    bad = wire.AddVif(4, 99, 1, ifx["a1"])  # refused by the helper
+    assert w.h.execute([bad, wire.AddVif(4, 0, 1, ifx["a1"])]) == [errno.EINVAL, 0]
+    w._log(6, "daemon: after")
+    lines = [text for _level, text in w.lines]
+    assert len(lines) == 3, lines
+    assert lines[0] == "daemon: before" and lines[2] == "daemon: after", lines
+    assert lines[1].startswith("refused record #0 (AddVif)"), lines
+    assert w.h.close() == 0
+
+
 def sc_fuzz() -> None:
     """A hostile daemon: thousands of random and mutated messages.  The helper
     answers every attributable one, never changes the kernel for a refused
@@ -762,6 +782,10 @@ def test_many_joins_asm_and_ssm() -> None:
 
 def test_helper_refuses_bad_input_and_keeps_serving() -> None:
     run_scenario("refuse")
+
+
+def test_one_ordered_log_stream() -> None:
+    run_scenario("log_order")
 
 
 def test_helper_survives_a_hostile_daemon() -> None:
