@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import threading
 from collections.abc import Callable
 
+import ctl_attack
 import netns
 import pytest
 from netns import Daemon, RouterTopology
@@ -191,3 +193,63 @@ def test_nothing_stale_whichever_way_it_ends(
     with open(again.pidfile) as f:
         assert f.read() == f"{again.pid}\n"
     assert again.ctl("show").returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# Part 3: the operator is always served
+# ---------------------------------------------------------------------------
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+ATTACKS = ["idle", "reconnecting idle + storm", "storm", "10 MB line", "10 MB of requests"]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_operator_is_served_whatever_other_clients_do(
+    topology: Callable[..., RouterTopology], ours: Callable[..., Daemon], attack: str
+) -> None:
+    topo = topology(1)
+    d = ours(topo.router, f"mroute from a1 source {topo.source4} group 225.1.1.1 to a2\n")
+    idle: ctl_attack.Idle | None = None
+    storm: ctl_attack.Storm | None = None
+    big: list[tuple[int, bytes]] = []
+    sender: threading.Thread | None = None
+    base = open_fds(d.pid)
+    if attack == "idle":
+        idle = ctl_attack.Idle(d.sock, 100).start()  # more than the daemon keeps
+        netns.wait_until(
+            lambda: open_fds(d.pid) >= base + 64, timeout=30, what="64 idle clients accepted"
+        )
+    elif attack.startswith("reconnecting"):
+        idle = ctl_attack.Idle(d.sock, 64, reconnect=True).start()
+        storm = ctl_attack.Storm(d.sock, rate=300).start()
+    elif attack == "storm":
+        storm = ctl_attack.Storm(d.sock).start()  # as fast as it can
+    else:
+        pipelined = attack == "10 MB of requests"
+        sender = threading.Thread(
+            target=lambda: big.append(ctl_attack.send_big(d.sock, 10 << 20, pipelined=pipelined))
+        )
+        sender.start()
+    try:
+        for _ in range(5):
+            r = d.ctl("show", check=False)
+            assert r.returncode == 0, f"under attack {attack!r}: {r.stderr}"
+            assert "225.1.1.1" in r.stdout
+        if storm is not None:
+            netns.wait_until(lambda: storm.count > 100, timeout=60, what="the storm to go on")
+            assert d.ctl("show", check=False).returncode == 0
+    finally:
+        for a in (idle, storm):
+            if a is not None:
+                a.stop()
+        if sender is not None:
+            sender.join(timeout=60)
+    assert d.running() and d.ctl("show").returncode == 0
+    if attack == "10 MB line":
+        sent, answer = big[0]
+        assert b"request too large" in answer and sent < 10 << 20
+    assert "Traceback" not in d.log()

@@ -8,6 +8,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -363,17 +364,36 @@ def test_handler_exception_is_internal_error(sock_path: str) -> None:
         assert not c.request("flush").ok  # connection still usable
 
 
-def test_too_many_clients(sock_path: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_full_server_makes_room_for_a_newcomer(sock_path: str) -> None:
+    """No "too many clients": the client quiet the longest leaves, those that
+    never completed a request before those that did."""
     with FakeDaemon(sock_path, max_clients=3) as d:
-        held = [raw(sock_path) for _ in range(3)]
-        for s in held:  # make sure they are accepted
+        served = [raw(sock_path) for _ in range(2)]
+        for s in served:
             s.sendall(encode_request("flush"))
             read_lines(s, 1)
-        extra = raw(sock_path)
-        resp = decode_response(read_lines(extra, 1)[0])
-        assert not resp.ok and "too many" in (resp.error or "")
-        assert d.server.clients == 3
-        for s in [*held, extra]:
+        silent = raw(sock_path)  # connected last, but never asked anything
+        wait_for(lambda: d.server.clients == 3)
+        newcomer = raw(sock_path)
+        newcomer.sendall(encode_request("flush"))
+        assert decode_response(read_lines(newcomer, 1)[0]).ok
+        assert silent.recv(100) == b""  # it made room
+        assert d.server.clients == 3 and d.server.evicted == 1
+        other = raw(sock_path)
+        other.sendall(encode_request("flush"))
+        assert decode_response(read_lines(other, 1)[0]).ok
+        assert served[0].recv(100) == b""  # then the served one quiet the longest
+        served[1].sendall(encode_request("flush"))
+        assert decode_response(read_lines(served[1], 1)[0]).ok
+        assert d.server.evicted == 2
+        for s in [*served, silent, newcomer, other]:
             s.close()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import _socket
 import contextlib
 import errno
+import struct
 from collections.abc import Sequence
 
 from smcroute.ipc.codec import IpcError, Response, decode_response, encode_request
@@ -40,12 +41,24 @@ class ControlClient:
         if self._sock is not None:
             return
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        # A blocking connect that waits its turn while the daemon's backlog is
+        # full (a reconnect storm): with settimeout() the socket would be
+        # non-blocking and AF_UNIX would fail at once with EAGAIN.  The kernel
+        # bounds that wait with SO_SNDTIMEO.
+        if self.timeout is not None:
+            whole = int(self.timeout)
+            usec = int((self.timeout - whole) * 1e6)
+            sock.setsockopt(
+                _socket.SOL_SOCKET, _socket.SO_SNDTIMEO, struct.pack("@ll", whole, usec)
+            )
         try:
             sock.connect(self.path)
         except BaseException as e:
             sock.close()
+            if isinstance(e, BlockingIOError):
+                e = TimeoutError(errno.ETIMEDOUT, "timed out")
             raise IpcError(connect_error_message(self.path, e)) from e
+        sock.settimeout(self.timeout)
         self._sock = sock
         self._buf.clear()
 

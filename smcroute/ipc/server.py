@@ -1,5 +1,21 @@
 """`ControlServer`: serves `smcroutectl` inside the daemon's `selectors` loop.
 
+The operator is always served, whatever other clients do (issue 12):
+
+- a new connection is never refused: when `max_clients` are connected, the
+  one that has been quiet the longest makes room (those that never completed
+  a request go first), so leaked idle connections cannot lock anyone out;
+- what a client sent with its connection is answered at once, in the same
+  wake-up that accepts it (`smcroutectl` writes its request right after
+  connect), and pending connections are accepted before each client is
+  served, so a newcomer never waits behind a busy client's turn;
+- each client gets at most `BATCH` requests and `SLICE` seconds per wake-up,
+  and a request line over `MAX_REQUEST` bytes is refused and its connection
+  closed, so neither a pipelining client nor 10 MB of garbage delays others;
+- connections are accepted at most `ACCEPT_RATE` a second (`ACCEPT_BURST` at
+  once): beyond that they wait in the kernel's backlog, which bounds the CPU
+  a reconnect storm can take from routing.
+
 Must not: block, start threads, touch the engine or the kernel, or read the
 clock itself (time comes from the injected clock or as an argument).
 
@@ -37,13 +53,16 @@ MAX_CLIENTS = 64
 IDLE_TIMEOUT = 10.0  # seconds a client may sit without progress
 MAX_OUTPUT = 4 * 1024 * 1024  # stop reading a client's requests above this backlog
 BATCH = 64  # requests answered per client per wakeup (fairness)
+SLICE = 0.01  # seconds of requests per client per wakeup (at least one request)
+ACCEPT_RATE = 1000.0  # connections accepted per second, sustained
+ACCEPT_BURST = 64.0  # ... and at once
 CTL_TAG = "ctl"  # selector keys registered by a ControlServer carry (CTL_TAG, server)
 
 Handler = Callable[[Request], Response]
 
 
 class _Client:
-    __slots__ = ("closing", "eof", "fd", "inbuf", "last", "outbuf", "sock")
+    __slots__ = ("closing", "eof", "fd", "inbuf", "last", "outbuf", "served", "sock")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -53,6 +72,7 @@ class _Client:
         self.last = now
         self.eof = False  # peer shut down its sending side
         self.closing = False  # close once outbuf is flushed
+        self.served = False  # completed at least one request (evicted after those that did not)
 
 
 class ControlServer:
@@ -76,11 +96,12 @@ class ControlServer:
     and must be the clock `expire()` and `next_deadline()` are compared with.
 
     Limits: requests of at most `MAX_REQUEST` bytes (else "request too
-    large" and close), at most `max_clients` connections (the next one gets
-    "too many clients" and is closed), clients idle for `idle_timeout`
-    seconds are closed, at most `BATCH` requests per client per wakeup, and
-    a client that does not read its replies is not read from while more than
-    `MAX_OUTPUT` bytes wait for it.
+    large" and close), at most `max_clients` connections (a new one makes
+    the quietest leave, see the module docstring), clients idle for
+    `idle_timeout` seconds are closed, at most `BATCH` requests and `SLICE`
+    seconds per client per wakeup, at most `accept_rate` connections
+    accepted per second, and a client that does not read its replies is not
+    read from while more than `MAX_OUTPUT` bytes wait for it.
     """
 
     def __init__(
@@ -90,6 +111,7 @@ class ControlServer:
         *,
         idle_timeout: float = IDLE_TIMEOUT,
         max_clients: int = MAX_CLIENTS,
+        accept_rate: float = ACCEPT_RATE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         sock.setblocking(False)
@@ -98,6 +120,11 @@ class ControlServer:
         self._idle = idle_timeout
         self._max = max_clients
         self._clock = clock
+        self._rate = accept_rate
+        self._tokens = ACCEPT_BURST
+        self._refilled = clock()
+        self._paused_until: float | None = None  # listener off while out of tokens
+        self.evicted = 0  # clients closed to make room for a new one
         self._clients: dict[int, _Client] = {}
         self._sel: selectors.BaseSelector | None = None
         self._tag = (CTL_TAG, self)
@@ -114,37 +141,34 @@ class ControlServer:
         sel.register(self._sock, selectors.EVENT_READ, self._tag)
 
     def on_ready(self, key: selectors.SelectorKey, mask: int) -> None:
+        # Newcomers first (cheap when there are none: one failing accept), so
+        # an operator's command never waits for a busy client's turn.
+        self._accept()
         if key.fileobj is self._sock:
-            self._accept()
             return
         client = self._clients.get(key.fd)
         if client is None or client.sock is not key.fileobj:
             return
-        if mask & selectors.EVENT_READ and not (client.eof or client.closing):
-            try:
-                chunk = client.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                chunk = None
-            except OSError:
-                self._drop(client)
-                return
-            if chunk is not None:
-                client.last = self._clock()
-                if chunk:
-                    client.inbuf += chunk
-                else:
-                    client.eof = True
+        if mask & selectors.EVENT_READ and not self._read(client):
+            return
         self._service(client)
 
     def next_deadline(self) -> float | None:
-        if not self._clients:
-            return None
-        return min(c.last for c in self._clients.values()) + self._idle
+        deadlines = [c.last + self._idle for c in self._clients.values()]
+        if self._paused_until is not None:
+            deadlines.append(self._paused_until)
+        return min(deadlines, default=None)
 
     def expire(self, now: float) -> None:
         for c in list(self._clients.values()):
             if now - c.last >= self._idle:
                 self._drop(c)
+        if self._paused_until is not None and now >= self._paused_until:
+            self._paused_until = None
+            if self._sel is not None:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._sel.register(self._sock, selectors.EVENT_READ, self._tag)
+            self._accept()
 
     def flush_all(self, timeout: float = 1.0) -> None:
         """Best effort: push every queued response out, waiting at most `timeout`."""
@@ -179,24 +203,58 @@ class ControlServer:
     # -- internals --
 
     def _accept(self) -> None:
-        # Accept everything pending, so one wakeup drains the backlog.
-        for _ in range(self._max + 1):
+        """Accept what is pending, within the rate; serve what each one sent."""
+        if self._paused_until is not None:
+            return
+        now = self._clock()
+        self._tokens = min(ACCEPT_BURST, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        while self._tokens >= 1.0:
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # e.g. EMFILE: leave it in the backlog for later
                 return
+            self._tokens -= 1.0
             conn.setblocking(False)
             if len(self._clients) >= self._max:
-                with contextlib.suppress(OSError):
-                    conn.send(encode_response(Response.failure("too many clients, try again")))
-                conn.close()
-                continue
-            client = _Client(conn, self._clock())
+                self._evict()
+            client = _Client(conn, now)
             self._clients[client.fd] = client
             if self._sel is not None:
                 self._sel.register(conn, selectors.EVENT_READ, self._tag)
+            if self._read(client):
+                self._service(client)
+        # Out of tokens: stop listening until one is back (next_deadline).
+        self._paused_until = now + (1.0 - self._tokens) / self._rate
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._sel.unregister(self._sock)
+
+    def _evict(self) -> None:
+        """Close the client quiet the longest, those never served first."""
+        victim = min(self._clients.values(), key=lambda c: (c.served, c.last))
+        self.evicted += 1
+        self._drop(victim)
+
+    def _read(self, c: _Client) -> bool:
+        """Take what the client sent (if anything); False if it was dropped."""
+        if c.eof or c.closing:
+            return True
+        try:
+            chunk = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            self._drop(c)
+            return False
+        c.last = self._clock()
+        if chunk:
+            c.inbuf += chunk
+        else:
+            c.eof = True
+        return True
 
     def _service(self, c: _Client) -> None:
         """Answer what can be answered, write what can be written, no blocking.
@@ -206,8 +264,9 @@ class ControlServer:
         loop turn; write interest makes sure there is one).
         """
         budget = BATCH
-        while budget > 0:
-            answered = self._process(c, budget)
+        until = self._clock() + SLICE
+        while budget > 0 and self._clock() < until:
+            answered = self._process(c, budget, until)
             budget -= answered
             if not self._write(c):
                 return  # dropped
@@ -225,10 +284,13 @@ class ControlServer:
     def _has_request(c: _Client) -> bool:
         return b"\n" in c.inbuf or (c.eof and bool(c.inbuf.strip()))
 
-    def _process(self, c: _Client, budget: int) -> int:
-        """Answer up to `budget` complete requests; return how many."""
+    def _process(self, c: _Client, budget: int, until: float) -> int:
+        """Answer up to `budget` complete requests, until `until` once one
+        is answered; return how many."""
         done = 0
         while done < budget and not c.closing and len(c.outbuf) < MAX_OUTPUT:
+            if done and self._clock() >= until:
+                break
             nl = c.inbuf.find(b"\n")
             if nl < 0:
                 if len(c.inbuf) > MAX_REQUEST:
@@ -258,6 +320,7 @@ class ControlServer:
         except Exception as e:  # the daemon must survive any handler bug
             out = encode_response(Response.failure(f"internal error: {e}"))
         c.outbuf += out
+        c.served = True
 
     def _fail(self, c: _Client, message: str) -> None:
         c.outbuf += encode_response(Response.failure(message))
