@@ -156,7 +156,7 @@ def test_nothing_stale_whichever_way_it_ends(
 ) -> None:
     topo = topology(1)
     conf = f"mroute from a1 source {topo.source4} group 225.1.1.1 to a2\n"
-    d = ours(topo.router, conf, *(["-D", "5"] if way == "-D" else []))
+    d = ours(topo.router, conf, *(["-D", "10"] if way == "-D" else []))
     pids = roles(d)
     assert os.path.exists(d.sock) and os.path.exists(d.pidfile)
     if way in ("SIGTERM", "SIGINT"):
@@ -164,7 +164,9 @@ def test_nothing_stale_whichever_way_it_ends(
     elif way == "smcroutectl kill":
         assert d.ctl("kill").returncode == 0
     elif way.startswith("kill -9 "):
-        victims = list(pids.values()) if way == "kill -9 all" else [pids[way[8:]]]
+        # all: janitor and helper first, so that neither can clean up after the other
+        order = ("janitor", "helper", "main") if way == "kill -9 all" else (way[8:],)
+        victims = [pids[k] for k in order if k in pids]
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
     assert d.proc is not None
