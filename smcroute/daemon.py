@@ -24,7 +24,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from smcroute import helper_wire, logsetup, observe, readable, sdnotify
@@ -202,7 +202,7 @@ class Daemon:
         status = f"{len(self.engine.routes)} routes, {len(self.engine.joins)} joins, {n} in kernel"
         logsetup.notice(f"ready: {status}")
         sdnotify.ready(status)
-        self.run_hook("reload")
+        self.run_hook()
         self.ctl_sock.listen(64)  # from now on smcroutectl connects: we are ready
         self.sel.register(self.helper.fileno(), selectors.EVENT_READ, "helper")
         self.sel.register(self.events.fileno(), selectors.EVENT_READ, "netlink")
@@ -220,7 +220,9 @@ class Daemon:
             return []
         if any(isinstance(op, AddVif | DelVif) for op in ops):
             self.mrdisc_dirty = True
-        results = self.execute(ops)
+        if not self.opts.hook:
+            ops = [op for op in ops if not isinstance(op, RunHook)]
+        results = self.execute(ops)  # a hook in the same batch as the route it follows
         failures: list[str] = []
         vanished: dict[str, str] = {}  # interface -> what its going made fail first
         for op, err in zip(ops, results, strict=False):
@@ -258,9 +260,6 @@ class Daemon:
         for level, text in self.engine.messages:
             log.log(logsetup.LEVELS.get(level, logsetup.NOTICE), text)
         self.engine.messages.clear()
-        for source, group in self.engine.hooks:
-            self.run_hook("install", source, group)
-        self.engine.hooks.clear()
 
     def rescan_links(self) -> None:
         self.mrdisc_dirty = True
@@ -276,18 +275,10 @@ class Daemon:
 
     # -- hooks ---------------------------------------------------------------
 
-    def run_hook(self, what: str, source: str | None = None, group: str | None = None) -> None:
-        """Ask the helper to start the `-e` command (it runs there: see RunHook)."""
-        if not self.opts.hook:
-            return
-        if what == "install" and source is not None and group is not None:
-            src, grp = ip_address(source), ip_address(group)
-            op = RunHook("install", 4 if grp.version == 4 else 6, src, grp)
-        else:
-            op = RunHook("reload")
-        err = self.execute([op])[0]
-        if err:
-            log.warning(f"cannot run hook {self.opts.hook} {what}: {os.strerror(err)}")
+    def run_hook(self) -> None:
+        """The `-e` command with `reload` (`install` comes with its route: apply)."""
+        if self.opts.hook:
+            self.apply([RunHook("reload")])
 
     # -- control requests ----------------------------------------------------
 
@@ -381,7 +372,7 @@ class Daemon:
         self.helper.write_pidfile()
         logsetup.notice(f"reload done: {len(ops)} kernel changes")
         sdnotify.ready(f"{len(self.engine.routes)} routes, {len(self.engine.mfc)} in kernel")
-        self.run_hook("reload")
+        self.run_hook()
         self.counts.reload_seconds = time.monotonic() - t0
         return failures
 
@@ -547,7 +538,10 @@ class Daemon:
         answers: list[Announce] = []
         for ev in self.helper.read_events(UPCALL_ROUND):
             if isinstance(ev, Upcall):
-                kind, source, group = helper_wire.upcall(ev)
+                decoded = helper_wire.upcall(ev)
+                if decoded is None:
+                    continue  # the helper forwards NOCACHE and WRONGVIF only
+                kind, source, group = decoded
                 self.counts.upcall(self.engine, ev.family, kind, source, group)
                 ops.extend(self.engine.upcall(ev.family, kind, ev.vif, source, group, now))
             elif answer := self.mrdisc.solicited((ev.family, ev.ifindex), now):

@@ -21,11 +21,12 @@ import math
 import os
 from typing import Any
 
-from smcroute.engine.core import IFF_MULTICAST, MAXVIFS, Engine
+from smcroute.engine.core import IFF_MULTICAST, Engine
 from smcroute.explain import UP, directive, origin, rp_filter, sysctl
 from smcroute.model import MRoute, ifname_matches, is_wildcard
 from smcroute.netlink import default_table
 from smcroute.parser import parse_file
+from smcroute.privsep.kernel import MAXVIFS
 
 SEVERITY = {"error": 0, "warning": 1, "info": 2}
 VIF_WARN = 28  # of MAXVIFS slots

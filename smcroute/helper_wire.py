@@ -23,6 +23,7 @@ from smcroute.engine.ops import (
     LeaveGroup,
     Op,
     RunHook,
+    UpcallKind,
 )
 from smcroute.model import Address
 from smcroute.privsep import daemon_wire, wire
@@ -71,8 +72,13 @@ def record(op: Op) -> wire.Record:
     raise wire.ProtoError(f"no record for {op!r}")
 
 
-def upcall(
-    up: daemon_wire.Upcall,
-) -> tuple[int, IPv4Address | IPv6Address, IPv4Address | IPv6Address]:
-    """The kind and addresses of an UPCALL, decoded for the engine."""
-    return up.kind, ip_address(up.source), ip_address(up.group)
+Addr = IPv4Address | IPv6Address
+
+
+def upcall(up: daemon_wire.Upcall) -> tuple[UpcallKind, Addr, Addr] | None:
+    """The named kind and the addresses of an UPCALL; None for a kind we do not know."""
+    try:
+        kind = UpcallKind(up.kind)
+    except ValueError:
+        return None
+    return kind, ip_address(up.source), ip_address(up.group)

@@ -6,9 +6,20 @@ from ipaddress import ip_address
 
 import pytest
 
-from smcroute.engine.core import NOCACHE, WRONGVIF, Engine, EngineError, Link
-from smcroute.engine.ops import AddMfc, AddVif, DelMfc, DelVif, JoinGroup, LeaveGroup
+from smcroute.engine.core import Engine, EngineError, Link
+from smcroute.engine.ops import (
+    AddMfc,
+    AddVif,
+    DelMfc,
+    DelVif,
+    JoinGroup,
+    LeaveGroup,
+    RunHook,
+    UpcallKind,
+)
 from smcroute.model import Config, MGroup, MRoute, Phyint
+
+NOCACHE, WRONGVIF = UpcallKind.NOCACHE, UpcallKind.WRONGVIF
 
 M = 0x1003  # UP | BROADCAST | MULTICAST
 A = ip_address
@@ -175,8 +186,10 @@ def test_template_learns_and_stop_filter() -> None:
     e = engine()
     e.load_config(Config(routes=[route("a1", None, "225.3.3.0", "a2", "a3", glen=24)]))
     ops = e.upcall(4, NOCACHE, 0, A("10.0.0.1"), A("225.3.3.7"), 0.0)
-    assert ops == [AddMfc(4, A("10.0.0.1"), A("225.3.3.7"), 0, ((1, 1), (2, 1)))]
-    assert e.hooks == [("10.0.0.1", "225.3.3.7")]
+    assert ops == [  # the hook travels right after the route it follows
+        AddMfc(4, A("10.0.0.1"), A("225.3.3.7"), 0, ((1, 1), (2, 1))),
+        RunHook("install", 4, A("10.0.0.1"), A("225.3.3.7")),
+    ]
     ops = e.upcall(4, NOCACHE, 0, A("10.0.0.1"), A("225.9.9.9"), 0.0)
     assert ops == [AddMfc(4, A("10.0.0.1"), A("225.9.9.9"), 0, ())]
     # a second, non-matching inbound interface gets a stop filter too
@@ -234,7 +247,10 @@ def test_wrong_interface_moves_learned_entry() -> None:
     )
     e.upcall(4, NOCACHE, 0, A("10.0.0.1"), A("225.1.1.1"), 0)
     ops = e.upcall(4, WRONGVIF, 1, A("10.0.0.1"), A("225.1.1.1"), 1)
-    assert ops == [AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 1, ((0, 1), (2, 1)))]
+    assert ops == [
+        AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 1, ((0, 1), (2, 1))),
+        RunHook("install", 4, A("10.0.0.1"), A("225.1.1.1")),
+    ]
 
 
 def test_wrong_interface_replaces_stop_filter_when_a_template_covers_it() -> None:
@@ -249,8 +265,10 @@ def test_wrong_interface_replaces_stop_filter_when_a_template_covers_it() -> Non
     assert ops == [AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), a3, ())]
     ops = e.upcall(4, WRONGVIF, a1, A("10.0.0.1"), A("225.1.1.1"), 1)
     a2 = e.vif_of(4, "a2")
-    assert ops == [AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), a1, ((a2, 1),))]
-    assert e.hooks == [("10.0.0.1", "225.1.1.1")]
+    assert ops == [
+        AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), a1, ((a2, 1),)),
+        RunHook("install", 4, A("10.0.0.1"), A("225.1.1.1")),
+    ]
     # the uncovered feed keeps arriving on a3: reported, changes nothing
     assert e.upcall(4, WRONGVIF, a3, A("10.0.0.1"), A("225.1.1.1"), 4) == []
 

@@ -11,10 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_engine import engine, route
 
-from smcroute.engine.core import NOCACHE, Engine, Link
+from smcroute.engine.core import Engine, Link
+from smcroute.engine.ops import UpcallKind
 from smcroute.model import Config
 from smcroute.output import ROUTE_TABLES, RouteRow, render, routes_json
 from smcroute.show import document, render_routes
+
+NOCACHE, WRONGVIF = UpcallKind.NOCACHE, UpcallKind.WRONGVIF
 
 A = ip_address
 

@@ -13,8 +13,8 @@ reconciles: only differences become operations, so a reload that changes one
 line writes one entry, and an unchanged entry is never touched.
 
 Must not: open sockets, call the kernel, read files, log, or sleep.  Warnings
-go to `self.messages` and hook requests to `self.hooks`; the daemon drains
-both.
+go to `self.messages`, which the daemon drains; a hook request is a `RunHook`
+in the operations, right after the route it follows.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from smcroute.engine.ops import (
     LeaveGroup,
     Op,
     RunHook,
+    UpcallKind,
 )
 from smcroute.model import (
     MAX_OIFS,
@@ -49,14 +50,12 @@ from smcroute.model import (
     is_wildcard,
     network_addresses,
 )
+from smcroute.privsep.kernel import MAXVIFS
 
-MAXVIFS = 32
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
 IFF_LOOPBACK = 0x8
 IFF_MULTICAST = 0x1000
-NOCACHE = 1
-WRONGVIF = 2
 DEFAULT_MAX_LEARNED = 20000
 LIMIT_LOG_INTERVAL = 60.0
 
@@ -156,7 +155,6 @@ class Engine:
 
     # -- outputs drained by the daemon ----------------------------------------
     messages: list[tuple[Level, str]] = field(default_factory=list)
-    hooks: list[tuple[str, str]] = field(default_factory=list)
 
     # -- indexes -------------------------------------------------------------
     # (S,G) -> its exact route, or a list when several inbound interfaces name it
@@ -266,7 +264,7 @@ class Engine:
         return self._sync_joins()
 
     def upcall(
-        self, family: int, kind: int, vif: int, source: Address, group: Address, now: float
+        self, family: int, kind: UpcallKind, vif: int, source: Address, group: Address, now: float
     ) -> list[Op]:
         """A kernel upcall: NOCACHE (unknown (S,G)) or WRONGVIF (arrived elsewhere)."""
         iif = self._vif_name(family, vif)
@@ -274,7 +272,7 @@ class Engine:
             return []
         fam: Family = 4 if family == 4 else 6
         key: MfcKey = (fam, source, group)
-        if kind == NOCACHE:
+        if kind is UpcallKind.NOCACHE:
             if key in self.mfc:
                 return []  # already resolved (a late duplicate upcall)
             if key not in self.learned and len(self.learned) >= self.max_learned:
@@ -288,7 +286,7 @@ class Engine:
                 return []
             self.learned[key] = Learned(iif)
             return self._sync_mfc([key], hook=True)
-        if kind == WRONGVIF:
+        if kind is UpcallKind.WRONGVIF:
             # The kernel runs in PIM mode, so it reports the (S,G) arriving on
             # any interface other than the entry's inbound one, once per entry
             # per 3 s (doc/KERNEL.md "PIM mode").  A stop filter gives way to a
@@ -674,7 +672,7 @@ class Engine:
             ops.append(AddMfc(family, source, group, want.parent, want.ttls))
             self.mfc[key] = want
             if hook and want.kind == "learned" and source is not None:
-                self.hooks.append((str(source), str(group)))
+                ops.append(RunHook("install", family, source, group))
         return ops
 
     def reconcile(self) -> list[Op]:

@@ -11,6 +11,7 @@ the daemon's timer asks for it (see `smcroute.engine.mrdisc`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Literal
 
 from smcroute.model import Address, Family
@@ -80,7 +81,8 @@ class Announce:
 
 @dataclass(frozen=True, slots=True)
 class RunHook:
-    """Run the `-e` command: `reload`, or `install` with source and group."""
+    """Run the `-e` command: `reload`, or `install` with source and group (the
+    engine emits it right after the AddMfc of a route a template installed)."""
 
     action: Literal["reload", "install"]
     family: Family = 4
@@ -89,3 +91,11 @@ class RunHook:
 
 
 Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup | Announce | RunHook
+
+
+class UpcallKind(IntEnum):
+    """What a kernel upcall reports, numbered as the kernel numbers it; decoded
+    from the helper's UPCALL at the edge (`smcroute.helper_wire`)."""
+
+    NOCACHE = 1  # an (S,G) with no entry arrived
+    WRONGVIF = 2  # an (S,G) arrived on another interface than its entry's
