@@ -417,13 +417,16 @@ def dump_vifs(
     out: dict[tuple[int, int], VifCounters] = {}
     if 4 in families:
         body = struct.pack("=BxHiII", RTNL_FAMILY_IPMR, 0, 0, 0, 0)
-        for kind, data, off, end in _dump(nl, RTM_GETLINK, body):
-            if kind != RTM_NEWLINK:
-                continue
-            for vif, idx, pi, bi, po, bo in parse_vif_table(
-                data, off, end, default_table(4, table)
-            ):
-                out[(4, idx)] = VifCounters(4, vif, idx, names.get(idx, "?"), pi, bi, po, bo)
+        try:
+            for kind, data, off, end in _dump(nl, RTM_GETLINK, body):
+                if kind != RTM_NEWLINK:
+                    continue
+                for vif, idx, pi, bi, po, bo in parse_vif_table(
+                    data, off, end, default_table(4, table)
+                ):
+                    out[(4, idx)] = VifCounters(4, vif, idx, names.get(idx, "?"), pi, bi, po, bo)
+        except NetlinkError:
+            pass  # a kernel without the IPMR link dump (before 4.17): no IPv4 VIF counters
     if 6 in families and table in (0, default_table(6, 0)):
         try:
             with open("/proc/net/ip6_mr_vif", encoding="ascii", errors="replace") as f:
