@@ -17,9 +17,10 @@ run measures and prints:
   default cap) from inside the namespace, median and max of
   ``--scrapes`` scrapes one second apart;
 * ``latency``: control-socket round trip (a raw ``show pending`` request on
-  the UNIX socket, no process start) every 20 ms, p50/p99/max, with
-  ``--metrics`` at the default sampling interval, first without scrapes,
-  then while a scraper pulls every second; next to it one whole
+  the UNIX socket, no process start) every 20 ms, p50/p99/max: without
+  sampling or metrics (the baseline), then with ``--metrics`` at the
+  default sampling interval, without scrapes and while a scraper pulls
+  every second; next to it one whole
   ``smcroutectl show groups`` process for ours and for Debian's smcrouted
   (the original has no sampling or metrics).
 
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         c0 = cpu_ns(process_tree(d0.pid))
         time.sleep(args.window)
         cpu_off = (cpu_ns(process_tree(d0.pid)) - c0) / 1e9 / args.window
+        base = latencies(d0.sock, 15)  # no sampling, no metrics: the baseline
         d0.stop()
         d1 = start(topo, conf)  # the default interval
         time.sleep(2 * DEFAULT_INTERVAL + 1)  # two samples: rates exist
@@ -197,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         st = scr["times"]
         note = f"max {ms(max(st))}, {scr['series']} route series (target < 0.3 s)"
         rows.append(("one scrape of /metrics", ms(statistics.median(st)), note))
+        note = f"p99 {ms(pct(base, 0.99))}, max {ms(max(base))}, {len(base)} requests"
+        rows.append(("control round trip, no sampling/metrics", ms(statistics.median(base)), note))
         note = f"p99 {ms(pct(quiet, 0.99))}, max {ms(max(quiet))}, {len(quiet)} requests"
-        rows.append(("control socket round trip, no scrapes", ms(statistics.median(quiet)), note))
+        rows.append(("... --metrics, no scrapes", ms(statistics.median(quiet)), note))
         rows.append(("... while scraping every second", ms(statistics.median(busy)),
                      f"p99 {ms(pct(busy, 0.99))}, max {ms(max(busy))}, {len(busy)} requests "
                      "(target: within 100 ms)"))  # fmt: skip

@@ -117,7 +117,7 @@ class _Collector(Collector):
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
-        s = self.server.snapshot
+        s = self.server.snapshot  # read once: the main loop may publish meanwhile
         if s is None:
             return
         rl = ["source", "group", "iif"]
@@ -240,6 +240,7 @@ class MetricsServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False
         self._conns: dict[int, _Conn] = {}
+        self._cache: dict[str, tuple[Snapshot | None, bytes]] = {}  # content type -> body
         self.thread = threading.Thread(target=self._run, name="smcroute-metrics", daemon=True)
 
     # -- main-loop side --
@@ -357,11 +358,17 @@ class MetricsServer:
             if name.strip().lower() == "accept":
                 accept = value.strip()
         encoder, ctype = choose_encoder(accept)
-        try:
-            body = encoder(self.registry)
-        except Exception as e:  # a bug must cost one scrape, not the endpoint
-            log.warning(f"metrics: cannot render the exposition: {type(e).__name__}: {e}")
-            return _reply(500, b"internal error\n")
+        snap = self.snapshot
+        cached = self._cache.get(ctype)
+        if cached is not None and cached[0] is snap:
+            body = cached[1]  # the same sample: rendered once, not once per scrape
+        else:
+            try:
+                body = encoder(self.registry)
+            except Exception as e:  # a bug must cost one scrape, not the endpoint
+                log.warning(f"metrics: cannot render the exposition: {type(e).__name__}: {e}")
+                return _reply(500, b"internal error\n")
+            self._cache[ctype] = (snap, body)
         return _reply(200, body, ctype, head=method == "HEAD")
 
     def _respond(self, sel: selectors.BaseSelector, c: _Conn, data: bytes) -> None:
