@@ -31,6 +31,7 @@ import contextlib
 import heapq
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ HEAD_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
 LINGER = 2.0  # seconds to discard what a client still sends after our reply
 MAX_DRAIN = 1 << 20
+SWITCH_INTERVAL = 0.001  # s: how long the render thread may keep the GIL from the main loop
 DEFAULT_MAX_ROUTES = 1000
 
 
@@ -252,6 +254,9 @@ class MetricsServer:
             log.warning(f"metrics: cannot publish the sample: {type(e).__name__}: {e}")
 
     def start(self) -> None:
+        # While this thread renders, the main loop waits for the GIL at most
+        # this long per hand-over (default 5 ms; a request needs several).
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.thread.start()
 
     def stop(self) -> None:
