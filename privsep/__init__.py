@@ -1,1 +1,2 @@
-"""Privilege separation: the tiny root-privileged child and the protocol it speaks."""
+"""Privilege separation: the tiny privileged helper, the protocol it speaks, and the
+daemon's side of it."""

@@ -43,7 +43,7 @@ WINDOW = 4  # OPS batches in flight (each up to ~78 KB; fits SOCKBUF)
 SOCKBUF = 1 << 20
 DEFAULT_TIMEOUT = 30.0
 
-# Runs the child as `python -I -S -c _BOOT SMCROUTE_DIR PRIVSEP_DIR LIBDIRS MODULE ...`:
+# Runs the helper as `python -I -S -c _BOOT SMCROUTE_DIR PRIVSEP_DIR LIBDIRS MODULE ...`:
 # -S skips site (.pth processing, ~2.4 MB of RSS) and the stub packages skip
 # smcroute/__init__.py (importlib.metadata, ~5 MB), which keeps the helper
 # under 15 MB.  LIBDIRS (os.pathsep-separated) is where prctl lives.

@@ -9,7 +9,7 @@ enough privileges, 64 bad table id, 71 other OS errors).
 
 Must not: add VIFs or routes, drop privileges, or keep any state.  It runs in
 the root process before the split; the sockets it returns are handed to the
-privileged child.
+privileged helper.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Inputs are the configuration, runtime requests from `smcroutectl`, the
 system's interfaces, kernel upcalls and counter samples; outputs are lists of
-kernel operations (`smcroute.engine.ops`) for the privileged child.  The
+kernel operations (`smcroute.engine.ops`) for the privileged helper.  The
 engine does no I/O, reads no clock (time comes in as `now`) and needs no
 privilege, so every behaviour of doc/SPEC.md §5-6 is testable here without root.
 

@@ -1,7 +1,7 @@
-"""Kernel operations: what the engine asks the privileged child to do.
+"""Kernel operations: what the engine asks the privileged helper to do.
 
-Pure values.  The engine emits them, `smcroute.privsep.client` encodes them
-for the child, the child validates and executes them.  Addresses are
+Pure values.  The engine emits them, `smcroute.helper_wire` turns each into
+the wire record of its kind, the helper validates and executes them.  Addresses are
 `ipaddress` objects; `source=None` in an MFC op means origin 0 (a kernel
 (*,G) entry).  `ttls` lists (vif, threshold) for every outbound VIF; an entry
 with no outbound VIFs is a stop filter.  `Announce` changes no kernel state:
