@@ -3,10 +3,11 @@
 One command measures every figure of "light and quick where users feel it"
 for both daemons and prints one table with the ratio ours / original:
 
-* ``ctl``: one whole ``smcroutectl`` process (median of ``--runs``, with
-  hyperfine when installed): ``show`` with 10 routes, ``add`` of one route,
-  a command with no daemon running; next to ``python3 -c 'import click'``
-  in the same environment (the floor our client is measured against).
+* ``ctl``: one whole ``smcroutectl`` process (median of ``--runs``):
+  ``show`` with 10 routes, ``add`` of one route, a command with no daemon
+  running; next to ``python3 -c 'import click'`` in the same environment
+  (the floor our client is measured against).  Both daemons run at once and
+  every command runs once per round, so all share the same load.
 * ``show``: ``smcroutectl show`` of 10,000 routes, plain, ``-d`` and ``-j``
   (median of ``--repeat``), each against the original's plain ``show``.
 * ``start``: exec until all N routes are in the kernel MFC, N = 1,000 IPv4,
@@ -34,13 +35,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shutil
+import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,71 +119,56 @@ def rss_by_role(pid: int) -> dict[str, int]:
     return out
 
 
-def timed_median(argv: list[str], runs: int, ok_codes: tuple[int, ...] = (0,)) -> float | None:
-    """Median wall time of a whole process: hyperfine when installed, else ourselves."""
-    hf = shutil.which("hyperfine")
-    if hf:
-        with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
-            cmd = " ".join(_quote(a) for a in argv)
-            hf_args = ["-N", "-i", "--warmup", "2", "--runs", str(runs), "--style", "none"]
-            proc = subprocess.run(
-                [hf, *hf_args, "--export-json", tmp.name, cmd],
-                capture_output=True,
-                check=False,
-            )
-            if proc.returncode == 0:
-                data = json.loads(Path(tmp.name).read_text())
-                codes = set(data["results"][0].get("exit_codes", [0]))
-                if not codes <= set(ok_codes):
-                    return None
-                return float(data["results"][0]["median"])
-    times = []
-    for i in range(runs + 2):
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, check=False)
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-        if proc.returncode not in ok_codes:
-            return None
-    return statistics.median(times)
-
-
-def _quote(a: str) -> str:
-    return "'" + a.replace("'", "'\\''") + "'" if any(c in a for c in " '\"()") else a
-
-
 # --- sections --------------------------------------------------------------------
 
 
-def section_ctl(impl: str, args: argparse.Namespace) -> None:
-    daemon_bin, ctl = IMPLS[impl]
-    if impl == "ours":
-        click = timed_median([sys.executable, "-c", "import click"], args.runs)
-        put("python3 -c 'import click' (ours' floor)", impl, click, "ms")
-        ROWS["python3 -c 'import click' (ours' floor)"].values["original"] = None
-    conf = startup_bench.make_config(10)
-    with startup_bench.bench_topology() as topo:
-        d = Daemon(topo["R"], daemon_bin, conf, ctl_binary=ctl, extra_args=[])
-        with d:
-            wait_until(lambda: count_mfc(topo["R"], 4) >= 10, timeout=30)
-            goal = "<= import click + 10 ms"
-            put(
-                "smcroutectl show, 10 routes",
-                impl,
-                timed_median([ctl, "-u", d.sock], args.runs),
-                "ms",
-                goal,
-            )
+def section_ctl(impls: list[str], args: argparse.Namespace) -> None:
+    """Every smcroutectl figure of both daemons and the click floor, interleaved:
+    round after round, each command once (medians), so that the load others
+    put on the machine meanwhile weighs on all of them alike."""
+    goal = "<= import click + 10 ms"
+    cmds: list[tuple[str, str, list[str], tuple[int, ...]]] = [
+        ("python3 -c 'import click' (ours' floor)", "ours", [sys.executable, "-c", "import click"],
+         (0,)),
+    ]  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        for impl in impls:
+            daemon_bin, ctl = IMPLS[impl]
+            topo = stack.enter_context(startup_bench.bench_topology())
+            d = stack.enter_context(
+                Daemon(topo["R"], daemon_bin, startup_bench.make_config(10), ctl_binary=ctl,
+                       extra_args=[])
+            )  # fmt: skip
+            wait_until(lambda t=topo: count_mfc(t["R"], 4) >= 10, timeout=30)
             add = [ctl, "-u", d.sock, "add", "a1", "10.9.9.9", "225.9.9.9", "a2"]
-            put(
-                "smcroutectl add (one route)",
-                impl,
-                timed_median(add, args.runs, (0, 1)),
-                "ms",
-                goal,
-            )
-    nodaemon = [ctl, "-u", "/nonexistent/smcroute.sock", "show"]
-    put("smcroutectl, no daemon", impl, timed_median(nodaemon, args.runs, (1,)), "ms", goal)
+            cmds += [
+                ("smcroutectl show, 10 routes", impl, [ctl, "-u", d.sock], (0,)),
+                ("smcroutectl add (one route)", impl, add, (0, 1)),
+                ("smcroutectl, no daemon", impl, [ctl, "-u", "/nonexistent/s.sock", "show"], (1,)),
+            ]
+        times: list[list[float]] = [[] for _ in cmds]
+        cpu: list[list[float]] = [[] for _ in cmds]
+        failed: set[int] = set()
+        for r in range(args.runs + 2):  # two warm-up rounds
+            for i, (_fig, _impl, argv, ok) in enumerate(cmds):
+                u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                proc = subprocess.run(argv, capture_output=True, check=False)
+                t1 = time.perf_counter()
+                u1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if r >= 2:
+                    times[i].append(t1 - t0)
+                    cpu[i].append(u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime)
+                if proc.returncode not in ok:
+                    failed.add(i)
+    for i, (fig, impl, _argv, _ok) in enumerate(cmds):
+        g = "" if fig.startswith("python3") else goal
+        put(fig, impl, None if i in failed else statistics.median(times[i]), "ms", g)
+        # CPU time (user + system) of the process: what a loaded machine inflates least.
+        put(fig + " (CPU)", impl, None if i in failed else statistics.median(cpu[i]), "ms", g)
+    floor = "python3 -c 'import click' (ours' floor)"
+    for fig in (floor, floor + " (CPU)"):
+        ROWS[fig].values.setdefault("original", None)
 
 
 def _show_times(d: Daemon, impl: str, repeat: int) -> None:
@@ -364,7 +348,10 @@ def print_table(loads: list[str]) -> None:
     head = f"{'figure':{w}}  {'original':>12}  {'ours':>12}  {'ours/orig':>9}  goal"
     print("\n" + head)
     print("-" * len(head))
-    floor = ROWS.get("python3 -c 'import click' (ours' floor)")
+    floors = {
+        "": ROWS.get("python3 -c 'import click' (ours' floor)"),
+        " (CPU)": ROWS.get("python3 -c 'import click' (ours' floor) (CPU)"),
+    }
     for r in rows:
         o, u = r.values.get("original"), r.values.get("ours")
         if r.ratio_to:
@@ -377,6 +364,7 @@ def print_table(loads: list[str]) -> None:
         ):
             ratio = "< " + ratio  # the original's figure is a lower bound
         extra = ""
+        floor = floors[" (CPU)" if r.figure.endswith(" (CPU)") else ""]
         if r.figure.startswith("smcroutectl") and floor and u is not None:
             f0 = floor.values.get("ours")
             if f0 is not None:
@@ -419,17 +407,21 @@ def main(argv: list[str] | None = None) -> int:
         )
     loads = [Path("/proc/loadavg").read_text().split()[0]]
     print(f"kernel {os.uname().release}; ours {OUR_DAEMON}, original {ORIGINAL_DAEMON}")
+    for impl in list(impls):
+        if not os.access(IMPLS[impl][0], os.X_OK):
+            print(f"{impl}: {IMPLS[impl][0]} missing, skipped")
+            impls.remove(impl)
+    # Section by section, both daemons one right after the other (the load of
+    # a shared machine drifts: minutes apart, the same figure is not comparable).
     try:
+        if "ctl" in only:
+            print("... smcroutectl (interleaved)", flush=True)
+            section_ctl(impls, args)
         for impl in impls:
-            if not os.access(IMPLS[impl][0], os.X_OK):
-                print(f"{impl}: {IMPLS[impl][0]} missing, skipped")
-                continue
-            if "ctl" in only:
-                print(f"... {impl}: smcroutectl", flush=True)
-                section_ctl(impl, args)
             if only & {"start", "memory", "show"}:
                 print(f"... {impl}: start-up, memory, show", flush=True)
                 section_start(impl, args, "memory" in only, "show" in only)
+        for impl in impls:
             if only & {"first", "cpu"}:
                 print(f"... {impl}: new sources", flush=True)
                 section_upcalls(impl, args, "first" in only, "cpu" in only)
