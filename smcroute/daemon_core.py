@@ -1,0 +1,197 @@
+"""The daemon's state and the one way to change the kernel: sending the
+engine's operations to the privileged helper.
+
+Owns the state every part of the daemon shares (`Core.__init__`: engine,
+helper client, netlink sockets, selector, signal wake-up pair, timers,
+counters), `Options`, the exit codes, `apply()` (one batch to the helper,
+failures fed back to the engine and logged with context), link rescans and
+the `-e` hook's `reload` call.  Must not: make routing decisions (the engine
+does), touch the kernel's routing state itself (only the helper can), or
+serve clients (smcroute.daemon_control).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gc
+import os
+import selectors
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from smcroute import helper_wire, logsetup
+from smcroute.engine.core import Engine, Link, describe
+from smcroute.engine.mrdisc import Schedule
+from smcroute.engine.ops import AddVif, Announce, DelVif, JoinGroup, LeaveGroup, Op, RunHook
+from smcroute.ipc.server import ControlServer
+from smcroute.logsetup import log
+from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError
+from smcroute.privsep.client import HelperClient
+from smcroute.privsep.wire import ProtoError
+from smcroute.stats import DEFAULT_INTERVAL, Counts, Sampler
+
+EXIT_OK = 0
+EXIT_SOFTWARE = 70
+EX_CONFIG = 78
+
+
+class Unreadable(Exception):
+    """The configuration exists but the main process may not read it (start-up)."""
+
+
+@dataclass
+class Options:
+    ident: str = "smcroute"
+    conf: str = "/etc/smcroute.conf"
+    pidfile: str = "/var/run/smcroute.pid"
+    sockpath: str = "/var/run/smcroute.sock"
+    table: int = 0
+    loglevel: str = "notice"
+    foreground: bool = False
+    use_syslog: bool = False
+    cache_timeout: int = 60
+    startup_delay: int = 0
+    hook: str | None = None
+    mrdisc_interval: int = 20
+    user: str | None = None
+    group: str | None = None
+    exit_after: float | None = None
+    zero_loss: bool = False
+    max_learned: int = 20000
+    sample_interval: int = DEFAULT_INTERVAL
+    metrics: str | None = None  # [ADDR:]PORT of the metrics endpoint
+    metrics_routes: int = 1000
+
+
+def vanished_interface(op: Op) -> str | None:
+    """The name of the interface `op` was for, if that interface is gone now."""
+    if not isinstance(op, AddVif | DelVif | JoinGroup | LeaveGroup | Announce):
+        return None
+    try:
+        return None if socket.if_indextoname(op.ifindex) == op.ifname else op.ifname
+    except OSError:
+        return op.ifname
+
+
+@contextlib.contextmanager
+def bulk() -> Any:
+    """No cyclic GC during bulk work: our state is acyclic, and gen-2 passes
+    over 100,000 routes' objects made start-up and reload super-linear."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class Core:
+    """The daemon's shared state and `apply()`; `smcroute.daemon.Daemon` adds the rest."""
+
+    server: ControlServer  # set by Daemon.__init__ (its handler is Control.handle_request)
+
+    def __init__(
+        self,
+        opts: Options,
+        helper: HelperClient,
+        ctl_sock: socket.socket,
+        families: tuple[int, ...],
+    ) -> None:
+        self.opts = opts
+        self.helper = helper
+        self.families = families
+        self.engine = Engine(
+            families=tuple(f for f in (4, 6) if f in families),
+            max_learned=opts.max_learned,
+            zero_loss=opts.zero_loss,
+        )
+        self.events = Netlink(groups=1 << (RTNLGRP_LINK - 1))
+        self.nl = Netlink()
+        self.ctl_sock = ctl_sock
+        self.sel = selectors.DefaultSelector()
+        self.sig_r, self.sig_w = socket.socketpair()
+        self.stopping = False
+        self.status = EXIT_OK
+        self.started = time.monotonic()
+        self.next_expire = self.started + opts.cache_timeout if opts.cache_timeout else None
+        self.mrdisc = Schedule()
+        self.mrdisc_dirty = True  # which interfaces announce may have changed
+        self.mrdisc_errs: dict[tuple[int, int], int] = {}  # last errno per (family, ifindex)
+        self.mrdisc_warned: set[tuple[int, int]] = set()
+        self.counts = Counts()
+        self.sampler = Sampler(self.nl, self.families, opts.table, opts.sample_interval)
+        self.metrics: Any = None  # smcroute.metrics.MetricsServer, with --metrics
+
+    # -- applying operations ------------------------------------------------
+
+    def apply(self, ops: Sequence[Op]) -> list[str]:
+        """Send ops to the helper; log and return failures, tell the engine."""
+        self.drain_engine()
+        if not ops:
+            return []
+        if any(isinstance(op, AddVif | DelVif) for op in ops):
+            self.mrdisc_dirty = True
+        if not self.opts.hook:
+            ops = [op for op in ops if not isinstance(op, RunHook)]
+        results = self.execute(ops)  # a hook in the same batch as the route it follows
+        failures: list[str] = []
+        vanished: dict[str, str] = {}  # interface -> what its going made fail first
+        for op, err in zip(ops, results, strict=False):
+            if err == 0:
+                continue
+            self.engine.op_failed(op, err)
+            self.counts.kernel_failures += 1
+            msg = f"failed to {describe(op)}: {os.strerror(err)}"
+            failures.append(msg)
+            name = vanished_interface(op)
+            if name is None:
+                log.warning(msg)
+            else:
+                vanished.setdefault(name, msg)
+        for name, msg in vanished.items():  # a race with the system, not an error
+            log.info(f"{name} vanished meanwhile ({msg}); its routes follow it when it is back")
+        self.drain_engine()
+        return failures
+
+    def execute(self, ops: Sequence[Op]) -> list[int]:
+        """One errno per op from the helper; EINVAL for one no record can carry."""
+        if not ops:
+            return []
+        results = [errno.EINVAL] * len(ops)
+        records, index = [], []
+        for i, op in enumerate(ops):
+            with contextlib.suppress(ProtoError):
+                records.append(helper_wire.record(op))
+                index.append(i)
+        for i, err in zip(index, self.helper.execute(records), strict=True):
+            results[i] = err
+        return results
+
+    def drain_engine(self) -> None:
+        for level, text in self.engine.messages:
+            log.log(logsetup.LEVELS.get(level, logsetup.NOTICE), text)
+        self.engine.messages.clear()
+
+    def rescan_links(self) -> None:
+        self.mrdisc_dirty = True
+        try:
+            links = self.nl.links()
+        except NetlinkError as e:
+            log.error(f"cannot list interfaces: {e}")
+            return
+        vanished, self.events.vanished = self.events.vanished, set()
+        self.apply(
+            self.engine.set_links((Link(li.index, li.name, li.flags) for li in links), vanished)
+        )
+
+    # -- hooks ---------------------------------------------------------------
+
+    def run_hook(self) -> None:
+        """The `-e` command with `reload` (`install` comes with its route: apply)."""
+        if self.opts.hook:
+            self.apply([RunHook("reload")])
