@@ -77,6 +77,18 @@ def vanished_interface(op: Op) -> str | None:
         return op.ifname
 
 
+def trim_heap() -> None:
+    """Give the heap pages freed by bulk work (parsing, planning, a reload that
+    removed routes) back to the system: glibc keeps them otherwise, and the
+    daemon would stay at its peak size.  A no-op without glibc."""
+    try:
+        import ctypes  # loaded already (privsep.mroute's BPF filter)
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def bulk() -> Any:
     """No cyclic GC during bulk work: our state is acyclic, and gen-2 passes

@@ -18,7 +18,7 @@ import signal
 import time
 
 from smcroute import logsetup, readable, sdnotify
-from smcroute.daemon_core import Core, Unreadable, bulk
+from smcroute.daemon_core import Core, Unreadable, bulk, trim_heap
 from smcroute.logsetup import log
 from smcroute.parser import parse_file
 
@@ -73,6 +73,7 @@ class Lifecycle(Core):
             f"plan {t2 - t1:.3f} s, {len(ops)} kernel changes {t3 - t2:.3f} s"
         )
         gc.freeze()  # the configuration lives as long as the process: stop scanning it
+        trim_heap()
         self.helper.write_pidfile()
         n = len(self.engine.mfc)
         status = f"{len(self.engine.routes)} routes, {len(self.engine.joins)} joins, {n} in kernel"
@@ -114,6 +115,7 @@ class Lifecycle(Core):
         self.mrdisc_dirty = True
         failures = self.apply(ops)
         self.helper.write_pidfile()
+        trim_heap()
         logsetup.notice(f"reload done: {len(ops)} kernel changes")
         sdnotify.ready(f"{len(self.engine.routes)} routes, {len(self.engine.mfc)} in kernel")
         self.run_hook()
