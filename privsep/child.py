@@ -1,7 +1,7 @@
 """The privileged helper: the only part of smcrouted that keeps privileges.
 
 Run as `python -I -S -c BOOT ... --ipc FD [--v4 FD] [--v6 FD] --pidfile PATH
---ctlsock PATH [--hook CMD]` by `smcroute.privsep.client.start_helper`,
+[--hook CMD]` by `smcroute.privsep.client.start_helper`,
 with its end of the socketpair and the multicast routing sockets inherited.
 
 Owns the multicast routing sockets and the group memberships, and the few
@@ -79,13 +79,11 @@ class Helper:
         ipc: _socket.socket,
         mr: dict[int, _socket.socket | None],
         pidfile: str = "",
-        ctlsock: str = "",
         hook: str = "",
     ) -> None:
         self.ipc = ipc
         self.mr = mr
         self.pidfile = pidfile
-        self.ctlsock = ctlsock
         self.hooks = Hooks(hook, lambda text: self.log(syslog.LOG_WARNING, text))
         self.vifs: dict[int, dict[int, int]] = {4: {}, 6: {}}  # vif -> ifindex, ours
         self.joins = {4: JoinPool(4), 6: JoinPool(6)}
@@ -298,14 +296,6 @@ class Helper:
             if s is not None:
                 s.close()  # the kernel drops this socket's VIFs and MFC entries
                 self.mr[fam] = None
-        for path in (self.pidfile, self.ctlsock):
-            try:
-                if path:
-                    os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                self.log(syslog.LOG_ERR, f"cannot remove {path}: {e.strerror}")
         _quiet(self.ipc.close)
 
 
@@ -322,7 +312,7 @@ def main(argv: list[str]) -> int:
     it = iter(argv)
     for a in it:
         v = next(it, None)
-        if a not in ("--ipc", "--v4", "--v6", "--pidfile", "--ctlsock", "--hook") or v is None:
+        if a not in ("--ipc", "--v4", "--v6", "--pidfile", "--hook") or v is None:
             return _usage(f"bad argument {a!r} (or no value after it)")
         opts[a[2:]] = v
     try:
@@ -349,7 +339,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         return _usage(f"bad inherited fd: {e.strerror}")
     ipc.setblocking(True)
-    helper = Helper(ipc, mr, opts.get("pidfile", ""), opts.get("ctlsock", ""), opts.get("hook", ""))
+    helper = Helper(ipc, mr, opts.get("pidfile", ""), opts.get("hook", ""))
     try:
         try:
             for w in caps.restrict(caps.HELPER_CAPS):

@@ -301,7 +301,6 @@ def start_helper(
     v6: socket.socket | None,
     *,
     pidfile: str,
-    ctlsock: str,
     hook: str | None = None,
     log: LogSink = _stderr,
 ) -> HelperClient:
@@ -317,12 +316,7 @@ def start_helper(
         if mr is not None:
             pass_fds.append(mr.fileno())
             argv += [name, str(mr.fileno())]
-    argv += [
-        "--pidfile",
-        os.path.abspath(pidfile) if pidfile else "",
-        "--ctlsock",
-        os.path.abspath(ctlsock) if ctlsock else "",
-    ]
+    argv += ["--pidfile", os.path.abspath(pidfile) if pidfile else ""]
     if hook:
         argv += ["--hook", hook]
     try:

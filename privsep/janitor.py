@@ -1,9 +1,9 @@
 """The janitor: removes the control socket and PID file once smcrouted has
 ended, whichever way it ended.
 
-The privileged helper removes both when it exits, but not after kill -9; and
-the main process, unprivileged, may not remove root's files in a folder only
-root can write (/run).  So right after spawning the helper, the main process
+It alone removes them (the privileged helper does not: it could not after
+kill -9), and the main process, unprivileged, may not remove root's files
+in a folder only root can write (/run).  So right after spawning the helper, the main process
 (still root) spawns this third process, `smcrouted: janitor`: user ID 0 --
 the owner of /run, which is all unlinking there needs -- with no capability
 at all, no-new-privs and locked securebits (dropped before exec, see

@@ -49,8 +49,8 @@ import struct
 # The helper must stay small (RSS): `typing` would bring `re` and more (about
 # 2 MiB), `collections` another 0.6 MiB.  Type checkers see typing.NamedTuple;
 # at run time each record class is a plain tuple subclass built from the class
-# body (fields from the annotations, defaults last, `_fields`, `_make`,
-# `_replace`), as typing.NamedTuple would build it.  `TYPE_CHECKING` is spelt
+# body (fields from the annotations, positional only and without defaults --
+# no record needs more -- `_fields`, `_make`, `_replace`).  `TYPE_CHECKING` is spelt
 # out for the same reason (type checkers treat the name as true).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,44 +64,25 @@ else:
             if not bases:
                 return super().__new__(mcls, name, bases, ns)
             fields = tuple(ns.get("__annotations__", ()))
-            defaults = {f: ns[f] for f in fields if f in ns}
-            n = len(fields)
 
-            def new(cls, *args, **kwargs):
-                if len(args) == n and not kwargs:
-                    return tuple.__new__(cls, args)
-                if len(args) > n:
-                    raise TypeError(f"{name}() takes {n} arguments ({len(args)} given)")
-                values = list(args)
-                for f in fields[len(args) :]:
-                    if f in kwargs:
-                        values.append(kwargs.pop(f))
-                    elif f in defaults:
-                        values.append(defaults[f])
-                    else:
-                        raise TypeError(f"{name}() missing argument {f!r}")
-                if kwargs:
-                    raise TypeError(f"{name}() got unexpected arguments {sorted(kwargs)}")
-                return tuple.__new__(cls, values)
+            def new(cls, *args):
+                if len(args) != len(fields):
+                    raise TypeError(f"{name} takes {len(fields)} values, not {len(args)}")
+                return tuple.__new__(cls, args)
 
-            def make(cls, iterable):
-                values = tuple(iterable)
-                if len(values) != n:
-                    raise TypeError(f"{name} takes {n} values, not {len(values)}")
-                return tuple.__new__(cls, values)
-
-            def replace(self, **kwargs):
-                pairs = zip(fields, self, strict=True)
-                return new(type(self), *[kwargs.pop(f, v) for f, v in pairs], **kwargs)
+            def replace(self, **kw):
+                values = [kw.pop(f, v) for f, v in zip(fields, self, strict=True)]
+                if kw:
+                    raise TypeError(f"{name} has no fields {sorted(kw)}")
+                return new(type(self), *values)
 
             def rep(self):
                 pairs = zip(fields, self, strict=True)
                 return f"{name}({', '.join(f'{f}={v!r}' for f, v in pairs)})"
 
-            body = {k: v for k, v in ns.items() if k not in defaults and k != "__annotations__"}
+            body = {k: v for k, v in ns.items() if k != "__annotations__"}
             body.update(__slots__=(), __new__=new, _fields=fields, __repr__=rep)
-            body.update(_make=classmethod(make), _replace=replace)
-            body.update(__getnewargs__=lambda self: tuple(self))
+            body.update(_make=classmethod(lambda cls, it: new(cls, *it)), _replace=replace)
             for i, f in enumerate(fields):
                 body[f] = _tuplegetter(i, f"Field {i}: {f}")
             return type.__new__(type, name, (tuple,), body)

@@ -346,9 +346,7 @@ def run(o: Options) -> int:
         log.error(f"cannot create control socket {o.sockpath}: {msg}")
         return EX_UNAVAILABLE if "answers" in str(e) else EX_OSERR
     try:
-        helper = start_helper(
-            v4, v6, pidfile=o.pidfile, ctlsock=o.sockpath, hook=o.hook, log=logsetup.from_helper
-        )
+        helper = start_helper(v4, v6, pidfile=o.pidfile, hook=o.hook, log=logsetup.from_helper)
     except OSError as e:
         log.error(f"cannot start the privileged helper: {e}")
         with contextlib.suppress(OSError):
@@ -372,7 +370,7 @@ def run(o: Options) -> int:
         janitor: Janitor | None = start_janitor(helper.pid, o.sockpath, o.pidfile)
     except OSError as e:
         janitor = None
-        log.warning(f"no janitor ({e}): after kill -9 of the helper the socket would stay")
+        log.warning(f"no janitor ({e}): the control socket and PID file stay after exit")
     try:
         try:
             warm_up()
@@ -386,8 +384,8 @@ def run(o: Options) -> int:
         daemon.metrics = metrics
         return daemon.run()
     finally:
-        # The helper is gone first (it removes the socket and PID file when it
-        # can); then the janitor removes whatever a killed helper could not.
+        # The helper is gone first; then the janitor removes the socket and
+        # PID file.
         helper.close()
         for line in janitor.finish() if janitor else ():
             logsetup.notice(f"janitor: {line}")

@@ -131,7 +131,7 @@ class Lifecycle(Core):
         with contextlib.suppress(OSError):
             self.server.close()
         # Closing the helper closes the routing sockets: the kernel removes every
-        # VIF, MFC entry and membership; the helper removes the socket and PID file.
+        # VIF, MFC entry and membership; the janitor removes the socket and PID file.
         self.helper.close()
         for s in (self.events, self.nl):
             s.close()

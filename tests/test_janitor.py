@@ -95,7 +95,7 @@ def test_leaves_what_a_newer_daemon_made(setup: Setup) -> None:
 
 
 def test_nothing_to_do_after_a_clean_stop(setup: Setup) -> None:
-    os.unlink(setup.sock_path)  # the helper removed both
+    os.unlink(setup.sock_path)  # removed already (say, by an administrator)
     os.unlink(setup.pidfile)
     setup.helper.kill()
     out, _ = setup.janitor.communicate(timeout=30)
