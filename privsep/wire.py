@@ -171,18 +171,9 @@ class HookInstall(NamedTuple):
     group: bytes
 
 
-Record = (
-    AddVif
-    | DelVif
-    | AddMfc4
-    | AddMfc6
-    | DelMfc
-    | Join
-    | Leave
-    | Advertise
-    | HookReload
-    | HookInstall
-)
+# the records that become a system call, then the hook's
+_Kernel = AddVif | DelVif | AddMfc4 | AddMfc6 | DelMfc | Join | Leave | Advertise
+Record = _Kernel | HookReload | HookInstall
 # kind -> (record type, layout); the kind byte leads every layout
 KINDS: dict[int, tuple[type[Record], struct.Struct]] = {
     1: (AddVif, struct.Struct("<BBBBI")),
