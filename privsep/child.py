@@ -255,14 +255,9 @@ class Helper:
             return errno.ENXIO
         if not self._allow(("advert", fam, ifindex), ADVERT_MIN_GAP):
             return errno.EBUSY
-        if fam == 4:
-            data, anc = mrdisc.advert4(cmd.interval), mrdisc.cmsgs4(ifindex)
-            dest: tuple[str, int] | tuple[str, int, int, int] = (mrdisc.GROUP4, 0)
-        else:
-            data, anc = mrdisc.advert6(cmd.interval), mrdisc.cmsgs6(ifindex)
-            dest = (mrdisc.GROUP6, 0, 0, ifindex)
+        dest = (mrdisc.GROUP4, 0) if fam == 4 else (mrdisc.GROUP6, 0, 0, ifindex)
         try:
-            s.sendmsg([data], anc, 0, dest)
+            s.sendmsg([mrdisc.advert(fam, cmd.interval)], mrdisc.cmsgs(fam, ifindex), 0, dest)
         except OSError as e:
             return e.errno or errno.EIO
         return 0
@@ -308,15 +303,13 @@ def _usage(msg: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    opts: dict[str, str] = {}
-    it = iter(argv)
-    for a in it:
-        v = next(it, None)
-        if a not in ("--ipc", "--v4", "--v6", "--pidfile", "--hook") or v is None:
-            return _usage(f"bad argument {a!r} (or no value after it)")
-        opts[a[2:]] = v
+    opts = dict(zip(argv[::2], argv[1::2], strict=False))
+    if len(argv) % 2 or not opts.keys() <= {"--ipc", "--v4", "--v6", "--pidfile", "--hook"}:
+        return _usage(
+            f"bad arguments {argv!r} (--ipc FD [--v4 FD] [--v6 FD] [--pidfile P] [--hook C])"
+        )
     try:
-        fds = {k: int(opts.get(k, "-1")) for k in ("ipc", "v4", "v6")}
+        fds = {k: int(opts.get(f"--{k}", "-1")) for k in ("ipc", "v4", "v6")}
         if fds["ipc"] < 0:
             raise ValueError
     except ValueError:
@@ -339,7 +332,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         return _usage(f"bad inherited fd: {e.strerror}")
     ipc.setblocking(True)
-    helper = Helper(ipc, mr, opts.get("pidfile", ""), opts.get("hook", ""))
+    helper = Helper(ipc, mr, opts.get("--pidfile", ""), opts.get("--hook", ""))
     try:
         try:
             for w in caps.restrict(caps.HELPER_CAPS):

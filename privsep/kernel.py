@@ -15,7 +15,7 @@ from __future__ import annotations
 import _socket
 import struct
 
-from .wire import NamedTuple
+from .wire import NOCACHE, WRONGVIF, NamedTuple
 
 MAXVIFS = 32  # VIFs (IPv4) and MIFs (IPv6) per table: the one definition
 
@@ -24,8 +24,7 @@ MAXVIFS = 32  # VIFs (IPv4) and MIFs (IPv6) per table: the one definition
 MRT_ADD_VIF, MRT_DEL_VIF, MRT_ADD_MFC, MRT_DEL_MFC = 202, 203, 204, 205
 MRT6_ADD_MIF, MRT6_DEL_MIF, MRT6_ADD_MFC, MRT6_DEL_MFC = 202, 203, 204, 205
 VIFF_USE_IFINDEX = 8
-# upcall message types, the same numbers for both families (igmpmsg, mrt6msg)
-NOCACHE, WRONGVIF = 1, 2
+# upcall message types NOCACHE, WRONGVIF: the same numbers for both families (wire's)
 # Group membership (RFC 3678 protocol-independent API)
 MCAST_JOIN_GROUP, MCAST_LEAVE_GROUP = 42, 45
 MCAST_JOIN_SOURCE_GROUP, MCAST_LEAVE_SOURCE_GROUP = 46, 47

@@ -71,35 +71,24 @@ def _check_interval(interval: int) -> None:
         raise ValueError(f"advertisement interval {interval} not in {MIN_INTERVAL}..{MAX_INTERVAL}")
 
 
-def advert4(interval: int) -> bytes:
-    """The IGMP Multicast Router Advertisement, checksum included."""
+def advert(family: int, interval: int) -> bytes:
+    """The Multicast Router Advertisement: IGMP with its checksum, ICMPv6 without (the kernel's)."""
     _check_interval(interval)
-    raw = ADVERT.pack(IGMP_MRDISC_ADV, interval, 0, QUERY_INTERVAL, ROBUSTNESS)
-    return ADVERT.pack(IGMP_MRDISC_ADV, interval, checksum(raw), QUERY_INTERVAL, ROBUSTNESS)
+    kind = IGMP_MRDISC_ADV if family == 4 else ICMP6_MRDISC_ADV
+    raw = ADVERT.pack(kind, interval, 0, QUERY_INTERVAL, ROBUSTNESS)
+    return raw[:2] + checksum(raw).to_bytes(2, "big") + raw[4:] if family == 4 else raw
 
 
-def advert6(interval: int) -> bytes:
-    """The ICMPv6 Multicast Router Advertisement (checksum by the kernel)."""
-    _check_interval(interval)
-    return ADVERT.pack(ICMP6_MRDISC_ADV, interval, 0, QUERY_INTERVAL, ROBUSTNESS)
-
-
-def cmsgs4(ifindex: int) -> list[Cmsg]:
-    """Out of `ifindex`, TTL 1, with Router Alert (IPv4 sendmsg ancillary data)."""
-    return [
-        (_socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(ifindex, bytes(4), bytes(4))),
-        (_socket.IPPROTO_IP, IP_TTL, _INT.pack(1)),
-        (_socket.IPPROTO_IP, IP_RETOPTS, ROUTER_ALERT4),
-    ]
-
-
-def cmsgs6(ifindex: int) -> list[Cmsg]:
-    """Out of `ifindex`, hop limit 1, with an MLD Router Alert hop-by-hop option."""
-    return [
-        (_socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(bytes(16), ifindex)),
-        (_socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(1)),
-        (_socket.IPPROTO_IPV6, IPV6_HOPOPTS, HOPOPTS_ROUTER_ALERT_MLD),
-    ]
+def cmsgs(family: int, ifindex: int) -> list[Cmsg]:
+    """sendmsg ancillary data: out of `ifindex`, TTL / hop limit 1, with Router
+    Alert (IPv4 option; IPv6 an MLD Router Alert hop-by-hop option)."""
+    if family == 4:
+        lvl, pkt, hops, opt = _socket.IPPROTO_IP, IP_PKTINFO, IP_TTL, IP_RETOPTS
+        info, alert = _IN_PKTINFO.pack(ifindex, bytes(4), bytes(4)), ROUTER_ALERT4
+    else:
+        lvl, pkt, hops, opt = _socket.IPPROTO_IPV6, IPV6_PKTINFO, IPV6_HOPLIMIT, IPV6_HOPOPTS
+        info, alert = _IN6_PKTINFO.pack(bytes(16), ifindex), HOPOPTS_ROUTER_ALERT_MLD
+    return [(lvl, pkt, info), (lvl, hops, _INT.pack(1)), (lvl, opt, alert)]
 
 
 def solicited(family: int, data: bytes, anc: list[Cmsg], source: bytes) -> int | None:

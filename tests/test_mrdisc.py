@@ -41,7 +41,7 @@ def test_checksum_rfc1071_example() -> None:
 
 @pytest.mark.parametrize("interval", [4, 20, 180])
 def test_igmp_advertisement(interval: int) -> None:
-    pkt = mrdisc.advert4(interval)
+    pkt = mrdisc.advert(4, interval)
     assert len(pkt) == 8
     typ, ival, _checksum, query_interval, robustness = struct.unpack("!BBHHH", pkt)
     assert (typ, ival, query_interval, robustness) == (0x30, interval, 125, 2)
@@ -50,29 +50,29 @@ def test_igmp_advertisement(interval: int) -> None:
 
 def test_igmp_advertisement_golden() -> None:
     # captured off a veth from the kernel (interval 20)
-    assert mrdisc.advert4(20) == bytes.fromhex("3014cf6c007d0002")
+    assert mrdisc.advert(4, 20) == bytes.fromhex("3014cf6c007d0002")
 
 
 def test_mld_advertisement() -> None:
-    pkt = mrdisc.advert6(4)
+    pkt = mrdisc.advert(6, 4)
     assert pkt == bytes([151, 4, 0, 0, 0, 125, 0, 2])  # checksum left to the kernel
 
 
 @pytest.mark.parametrize("interval", [-1, 0, 3, 181, 255, 1000])
 def test_advertisement_interval_out_of_range(interval: int) -> None:
     with pytest.raises(ValueError):
-        mrdisc.advert4(interval)
+        mrdisc.advert(4, interval)
     with pytest.raises(ValueError):
-        mrdisc.advert6(interval)
+        mrdisc.advert(6, interval)
 
 
 def test_ancillary_data() -> None:
-    c4 = dict(((lvl, typ), data) for lvl, typ, data in mrdisc.cmsgs4(7))
+    c4 = dict(((lvl, typ), data) for lvl, typ, data in mrdisc.cmsgs(4, 7))
     assert c4[(socket.IPPROTO_IP, mrdisc.IP_PKTINFO)] == struct.pack("=I8x", 7)  # in_pktinfo
     assert c4[(socket.IPPROTO_IP, mrdisc.IP_TTL)] == struct.pack("=i", 1)
     ra = c4[(socket.IPPROTO_IP, mrdisc.IP_RETOPTS)]
     assert ra == bytes([0x94, 4, 0, 0]) and len(ra) % 4 == 0  # copied, option 20, length 4
-    c6 = dict(((lvl, typ), data) for lvl, typ, data in mrdisc.cmsgs6(7))
+    c6 = dict(((lvl, typ), data) for lvl, typ, data in mrdisc.cmsgs(6, 7))
     pktinfo = c6[(socket.IPPROTO_IPV6, mrdisc.IPV6_PKTINFO)]
     assert len(pktinfo) == 20 and pktinfo[:16] == Z16 and pktinfo[16:] == struct.pack("=I", 7)
     assert c6[(socket.IPPROTO_IPV6, mrdisc.IPV6_HOPLIMIT)] == struct.pack("=i", 1)
@@ -137,9 +137,9 @@ def rec(fam: int = 4, ifindex: int = LO, interval: int = 20) -> wire.Advertise:
 def test_helper_sends_what_it_builds(helper: child.Helper) -> None:
     assert run(helper, rec(4), rec(6, interval=4)) == [0, 0]
     ((b4, a4, f4, d4),) = helper.mr[4].sent  # type: ignore[union-attr]
-    assert (b4, a4, f4, d4) == ([mrdisc.advert4(20)], mrdisc.cmsgs4(LO), 0, ("224.0.0.106", 0))
+    assert (b4, a4, f4, d4) == ([mrdisc.advert(4, 20)], mrdisc.cmsgs(4, LO), 0, ("224.0.0.106", 0))
     ((b6, a6, _, d6),) = helper.mr[6].sent  # type: ignore[union-attr]
-    assert (b6, a6, d6) == ([mrdisc.advert6(4)], mrdisc.cmsgs6(LO), ("ff02::6a", 0, 0, LO))
+    assert (b6, a6, d6) == ([mrdisc.advert(6, 4)], mrdisc.cmsgs(6, LO), ("ff02::6a", 0, 0, LO))
 
 
 def test_helper_rate_limits_per_interface(helper: child.Helper) -> None:
