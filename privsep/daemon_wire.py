@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from .wire import (
     HEADER,
-    LAYOUT,
+    KINDS,
     MAX_BATCH,
     MAX_LOG,
     SOLICIT,
@@ -31,6 +31,8 @@ from .wire import (
     _header,
     peek_header,
 )
+
+LAYOUT = {cls: (kind, st) for kind, (cls, st) in KINDS.items()}  # record type -> kind
 
 
 class Reply(NamedTuple):

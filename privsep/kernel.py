@@ -73,16 +73,6 @@ def sockaddr_in6(addr: bytes) -> bytes:
     return SOCKADDR_IN6.pack(_AF_INET6, 0, 0, addr, 0)
 
 
-def sockaddr_in(addr: bytes) -> bytes:
-    """A 16-byte `struct sockaddr_in` for a raw 4-byte address (port 0)."""
-    return struct.pack("=HH4s8x", _AF_INET, 0, addr)
-
-
-def mifi(mif: int) -> bytes:
-    """The `mifi_t` (u16) MRT6_DEL_MIF takes."""
-    return struct.pack("=H", mif)
-
-
 def mf6cctl(origin: bytes, group: bytes, parent: int, ifset: int) -> bytes:
     """`struct mf6cctl` (92 bytes); `ifset` bit i = MIF i is an output."""
     return MF6CCTL.pack(
@@ -92,7 +82,7 @@ def mf6cctl(origin: bytes, group: bytes, parent: int, ifset: int) -> bytes:
 
 def _sockaddr(addr: bytes) -> bytes:
     if len(addr) == 4:
-        return sockaddr_in(addr)
+        return struct.pack("=HH4s8x", _AF_INET, 0, addr)  # sockaddr_in, port 0
     if len(addr) == 16:
         return sockaddr_in6(addr)
     raise ValueError("address must be 4 or 16 raw bytes")

@@ -128,7 +128,7 @@ def _check(r: wire.Record) -> Command:
             return Vif(fam, add, vif, ifx, opt, kernel.vifctl(vif, thr, ifx))
         if add:
             return Vif(fam, add, vif, ifx, kernel.MRT6_ADD_MIF, kernel.mif6ctl(vif, thr, ifx))
-        return Vif(fam, add, vif, ifx, kernel.MRT6_DEL_MIF, kernel.mifi(vif))
+        return Vif(fam, add, vif, ifx, kernel.MRT6_DEL_MIF, struct.pack("=H", vif))  # mifi_t
     if isinstance(r, wire.AddMfc4):
         src, grp = _sg(4, wire.pad16(r.source), wire.pad16(r.group))
         return Route(4, kernel.MRT_ADD_MFC, kernel.mfcctl(src, grp, _vif(r.parent), r.ttls))
@@ -139,8 +139,7 @@ def _check(r: wire.Record) -> Command:
     if isinstance(r, wire.DelMfc):
         src, grp = _sg(r.family, r.source, r.group)
         if r.family == 4:
-            value = kernel.mfcctl(src, grp, _vif(r.parent), bytes(32))
-            return Route(4, kernel.MRT_DEL_MFC, value)
+            return Route(4, kernel.MRT_DEL_MFC, kernel.mfcctl(src, grp, _vif(r.parent), bytes(32)))
         return Route(6, kernel.MRT6_DEL_MFC, kernel.mf6cctl(src, grp, _vif(r.parent, "MIF"), 0))
     if isinstance(r, wire.Join | wire.Leave):
         src, grp = _sg(r.family, r.source, r.group)

@@ -187,7 +187,6 @@ KINDS: dict[int, tuple[type[Record], struct.Struct]] = {
     9: (HookReload, struct.Struct("<B")),
     10: (HookInstall, struct.Struct("<BB16s16s")),
 }
-LAYOUT = {cls: (kind, st) for kind, (cls, st) in KINDS.items()}  # record type -> kind
 MAX_MESSAGE = HEADER.size + MAX_BATCH * max(st.size for _, st in KINDS.values())
 
 

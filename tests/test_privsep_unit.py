@@ -332,7 +332,7 @@ def test_validate_commands() -> None:
     vif = cmds[0]
     assert isinstance(vif, validate.Vif) and vif.add and vif.option == kernel.MRT_ADD_VIF
     assert vif.value == kernel.vifctl(0, 1, 7)
-    assert cmds[1] == validate.Vif(6, False, 31, 7, kernel.MRT6_DEL_MIF, kernel.mifi(31))
+    assert cmds[1] == validate.Vif(6, False, 31, 7, kernel.MRT6_DEL_MIF, struct.pack("=H", 31))
     assert cmds[2] == validate.Route(4, kernel.MRT_ADD_MFC, kernel.mfcctl(S4, G4, 3, GOOD[2].ttls))
     assert cmds[4] == validate.Route(6, kernel.MRT6_ADD_MFC, kernel.mf6cctl(S6, G6, 0, 0b110))
     assert cmds[7] == validate.Membership(4, True, 7, G4, None)
