@@ -63,6 +63,15 @@ def _quiet(fn: Callable[..., object], *args: object) -> None:
         pass
 
 
+def _errno(fn: Callable[..., object], *args: object) -> int:
+    """0 if `fn(*args)` succeeds, else its errno."""
+    try:
+        fn(*args)
+    except OSError as e:
+        return e.errno or errno.EIO
+    return 0
+
+
 class _Stop(Exception):
     """Raised from the SIGTERM handler to leave the loop and clean up."""
 
@@ -225,9 +234,9 @@ class Helper:
         if s is None:
             return errno.EAFNOSUPPORT  # IPv4-only mode
         if isinstance(cmd, validate.Route):
-            return self.setsockopt(s, cmd.family, cmd.option, cmd.value)
+            return _errno(s.setsockopt, _LEVEL[cmd.family], cmd.option, cmd.value)
         if isinstance(cmd, validate.Vif):
-            err = self.setsockopt(s, cmd.family, cmd.option, cmd.value)
+            err = _errno(s.setsockopt, _LEVEL[cmd.family], cmd.option, cmd.value)
             if cmd.add and not err:
                 self.vifs[cmd.family][cmd.vif] = cmd.ifindex
             elif not cmd.add and err in (0, errno.EADDRNOTAVAIL):
@@ -235,18 +244,8 @@ class Helper:
             return err
         if isinstance(cmd, validate.Membership):
             pool = self.joins[cmd.family]
-            if cmd.add:
-                return pool.join(cmd.ifindex, cmd.group, cmd.source)
-            return pool.leave(cmd.ifindex, cmd.group, cmd.source)
+            return (pool.join if cmd.add else pool.leave)(cmd.ifindex, cmd.group, cmd.source)
         return self.advertise(s, cmd)
-
-    @staticmethod
-    def setsockopt(s: _socket.socket, fam: int, option: int, value: bytes) -> int:
-        try:
-            s.setsockopt(_LEVEL[fam], option, value)
-        except OSError as e:
-            return e.errno or errno.EIO
-        return 0
 
     def advertise(self, s: _socket.socket, cmd: validate.Advert) -> int:
         """One Multicast Router Advertisement out of an interface with one of our VIFs."""
@@ -256,11 +255,8 @@ class Helper:
         if not self._allow(("advert", fam, ifindex), ADVERT_MIN_GAP):
             return errno.EBUSY
         dest = (mrdisc.GROUP4, 0) if fam == 4 else (mrdisc.GROUP6, 0, 0, ifindex)
-        try:
-            s.sendmsg([mrdisc.advert(fam, cmd.interval)], mrdisc.cmsgs(fam, ifindex), 0, dest)
-        except OSError as e:
-            return e.errno or errno.EIO
-        return 0
+        data, anc = mrdisc.advert(fam, cmd.interval), mrdisc.cmsgs(fam, ifindex)
+        return _errno(s.sendmsg, [data], anc, 0, dest)
 
     # --- PID file and exit -------------------------------------------------------
     def write_pidfile(self) -> int:
