@@ -269,11 +269,8 @@ class Helper:
                 os.utime(path)
                 return 0
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(path, flags, 0o644)
-            try:
-                os.write(fd, f"{os.getppid()}\n".encode())
-            finally:
-                os.close(fd)
+            with os.fdopen(os.open(path, flags, 0o644), "w", encoding="utf-8") as f:
+                f.write(f"{os.getppid()}\n")
             self.pid_written = True
             return 0
         except OSError as e:

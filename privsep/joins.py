@@ -114,6 +114,4 @@ class JoinPool:
     def close(self) -> None:
         for j in self.asm + self.ssm:
             j.sock.close()
-        self.asm.clear()
-        self.ssm.clear()
-        self.where.clear()
+        self.asm, self.ssm, self.where = [], [], {}
