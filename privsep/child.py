@@ -96,11 +96,9 @@ class Helper:
         self.hooks = Hooks(hook, lambda text: self.log(syslog.LOG_WARNING, text))
         self.vifs: dict[int, dict[int, int]] = {4: {}, 6: {}}  # vif -> ifindex, ours
         self.joins = {4: JoinPool(4), 6: JoinPool(6)}
-        self.pid_written = False
-        self.parent_gone = False
+        self.pid_written = self.parent_gone = False
         self.last: dict[tuple[str, int, int], float] = {}  # rate limits: last event per key
-        self.dropped = 0
-        self.dropped_at = 0.0
+        self.dropped, self.dropped_at = 0, 0.0  # bad kernel messages since the last log line
 
     # --- talking to the daemon ---------------------------------------------------
     def send(self, msg: bytes) -> None:

@@ -66,14 +66,10 @@ def checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _check_interval(interval: int) -> None:
-    if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
-        raise ValueError(f"advertisement interval {interval} not in {MIN_INTERVAL}..{MAX_INTERVAL}")
-
-
 def advert(family: int, interval: int) -> bytes:
     """The Multicast Router Advertisement: IGMP with its checksum, ICMPv6 without (the kernel's)."""
-    _check_interval(interval)
+    if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+        raise ValueError(f"advertisement interval {interval} not in {MIN_INTERVAL}..{MAX_INTERVAL}")
     kind = IGMP_MRDISC_ADV if family == 4 else ICMP6_MRDISC_ADV
     raw = ADVERT.pack(kind, interval, 0, QUERY_INTERVAL, ROBUSTNESS)
     return raw[:2] + checksum(raw).to_bytes(2, "big") + raw[4:] if family == 4 else raw
