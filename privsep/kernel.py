@@ -105,13 +105,10 @@ class UpcallError(Exception):
     """A message read from an mroute socket that is not a sane kernel upcall."""
 
 
-class RawUpcall(NamedTuple):
-    """A decoded upcall; addresses stay raw (4 or 16 bytes) for speed."""
-
-    msgtype: int  # NOCACHE or WRONGVIF
-    vif: int
-    source: bytes
-    group: bytes
+# A decoded upcall; addresses stay raw (4 or 16 bytes) for speed.
+RawUpcall = NamedTuple(
+    "RawUpcall", [("msgtype", int), ("vif", int), ("source", bytes), ("group", bytes)]
+)
 
 
 def decode_upcall(family: int, data: bytes) -> RawUpcall:

@@ -19,49 +19,31 @@ import struct
 from . import kernel, mrdisc, wire
 from .wire import NamedTuple
 
-
-class Vif(NamedTuple):
-    """Add or delete a VIF/MIF: `value` is the kernel structure for `option`."""
-
-    family: int
-    add: bool
-    vif: int
-    ifindex: int
-    option: int
-    value: bytes
-
-
-class Route(NamedTuple):
-    """Add or delete an MFC entry: one setsockopt on the family's mroute socket."""
-
-    family: int
-    option: int
-    value: bytes
-
-
-class Membership(NamedTuple):
-    family: int
-    add: bool
-    ifindex: int
-    group: bytes  # 4 or 16 bytes
-    source: bytes | None  # None: any-source
-
-
-class Advert(NamedTuple):
-    family: int
-    ifindex: int
-    interval: int
-
-
-class Hook(NamedTuple):
-    action: str  # "reload" or "install"
-    env: tuple[tuple[str, str], ...]  # ("source", ...), ("group", ...) for install
-
-
-class Refusal(NamedTuple):
-    why: str
-
-
+# What `check` returns: one command per system call (or hook start), its
+# arguments checked.  Vif: add or delete a VIF/MIF, `value` is the kernel
+# structure for `option`; Route: add or delete an MFC entry, one setsockopt on
+# the family's mroute socket; Membership: `group` 4 or 16 bytes, `source` None
+# for any-source; Hook: `action` "reload" or "install", `env` ("source", ...),
+# ("group", ...) for install.
+Vif = NamedTuple(
+    "Vif",
+    [
+        ("family", int),
+        ("add", bool),
+        ("vif", int),
+        ("ifindex", int),
+        ("option", int),
+        ("value", bytes),
+    ],
+)
+Route = NamedTuple("Route", [("family", int), ("option", int), ("value", bytes)])
+Membership = NamedTuple(
+    "Membership",
+    [("family", int), ("add", bool), ("ifindex", int), ("group", bytes), ("source", bytes | None)],
+)
+Advert = NamedTuple("Advert", [("family", int), ("ifindex", int), ("interval", int)])
+Hook = NamedTuple("Hook", [("action", str), ("env", tuple[tuple[str, str], ...])])
+Refusal = NamedTuple("Refusal", [("why", str)])
 Command = Vif | Route | Membership | Advert | Hook
 
 

@@ -9,21 +9,14 @@ record kinds fully determine.  Little-endian, no padding anywhere.
 
     daemon -> helper
       OPS      count (1..MAX_BATCH) records; the first byte of each is its
-               kind, and the kind alone fixes its layout and its meaning:
-                 ADD_VIF       <BBBBI      kind, family, vif, threshold, ifindex
-                 DEL_VIF       <BBBI       kind, family, vif, ifindex
-                 ADD_MFC4      <BB4s4s32s  kind, parent, source, group,
-                                           ttls (threshold per VIF, 0 = not an output)
-                 ADD_MFC6      <BB16s16sI  kind, parent, source, group,
-                                           oifs (bit i set = MIF i is an output)
-                 DEL_MFC       <BBB16s16s  kind, family, parent, source, group
-                 JOIN, LEAVE   <BBI16s16s  kind, family, ifindex, source, group
-                 ADVERTISE     <BBBI       kind, family, interval (s), ifindex
-                 HOOK_RELOAD   <B          kind
-                 HOOK_INSTALL  <BB16s16s   kind, family, source, group
-               Addresses are network-order bytes; in a 16-byte field an IPv4
-               address fills the first 4 and the rest is zero; an all-zero
-               source means none (a (*,G) entry, an any-source join).
+               kind, and the kind alone fixes its layout and its meaning: the
+               kind byte, then the fields of its record type below, each as
+               wide as its type says (U8, U32; A4, A16 addresses; TTLS the 32
+               thresholds of AddMfc4, one per VIF, 0 = not an output).
+               AddMfc6's oifs: bit i set = MIF i is an output.  Addresses are
+               network-order bytes; in an A16 field an IPv4 address fills the
+               first 4 and the rest is zero; an all-zero source means none (a
+               (*,G) entry, an any-source join).  Advertise's interval is in s.
       PIDFILE  no body: write the daemon's pid into the PID file (touch it later)
     helper -> daemon
       REPLY    count i32 errnos, one per record (1 for PIDFILE)
@@ -48,47 +41,41 @@ import struct
 
 # The helper must stay small (RSS): `typing` would bring `re` and more (about
 # 2 MiB), `collections` another 0.6 MiB.  Type checkers see typing.NamedTuple;
-# at run time each record class is a plain tuple subclass built from the class
-# body (fields from the annotations, positional only and without defaults --
-# no record needs more -- `_fields`, `_make`, `_replace`).  `TYPE_CHECKING` is spelt
-# out for the same reason (type checkers treat the name as true).
+# at run time `NamedTuple(name, [(field, type), ...])` below builds a plain
+# tuple subclass (positional fields, no defaults -- no record needs more --
+# `_fields`, `_make`, `__annotations__`).  `TYPE_CHECKING` is spelt out for the
+# same reason (type checkers treat the name as true).  A wire field's type names
+# its width: type checkers see int or bytes, run time its struct code.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import NamedTuple as NamedTuple
+
+    U8 = int
+    U32 = int
+    A4 = bytes  # an IPv4 address
+    A16 = bytes  # an IPv6 address, or an IPv4 one and 12 zero bytes
+    TTLS = bytes  # 32 thresholds, one per VIF
 else:
     from _collections import _tuplegetter
 
-    class _RecordType(type):
-        def __new__(mcls, name, bases, ns):
-            if not bases:
-                return super().__new__(mcls, name, bases, ns)
-            fields = tuple(ns.get("__annotations__", ()))
+    U8, U32, A4, A16, TTLS = "B", "I", "4s", "16s", "32s"
 
-            def new(cls, *args):
-                if len(args) != len(fields):
-                    raise TypeError(f"{name} takes {len(fields)} values, not {len(args)}")
-                return tuple.__new__(cls, args)
+    def NamedTuple(name, fields):
+        names = tuple(f for f, _ in fields)
 
-            def replace(self, **kw):
-                values = [kw.pop(f, v) for f, v in zip(fields, self, strict=True)]
-                if kw:
-                    raise TypeError(f"{name} has no fields {sorted(kw)}")
-                return new(type(self), *values)
+        def new(cls, *args):
+            if len(args) != len(names):
+                raise TypeError(f"{name} takes {len(names)} values, not {len(args)}")
+            return tuple.__new__(cls, args)
 
-            def rep(self):
-                pairs = zip(fields, self, strict=True)
-                return f"{name}({', '.join(f'{f}={v!r}' for f, v in pairs)})"
+        def rep(self):
+            return f"{name}({', '.join(f'{f}={v!r}' for f, v in zip(names, self, strict=True))})"
 
-            body = {k: v for k, v in ns.items() if k != "__annotations__"}
-            body.update(__slots__=(), __new__=new, _fields=fields, __repr__=rep)
-            body.update(_make=classmethod(lambda cls, it: new(cls, *it)), _replace=replace)
-            for i, f in enumerate(fields):
-                body[f] = _tuplegetter(i, f"Field {i}: {f}")
-            return type.__new__(type, name, (tuple,), body)
-
-    class NamedTuple(metaclass=_RecordType):
-        """`class R(NamedTuple): field: type ...` -> a tuple subclass with those fields."""
+        body = {f: _tuplegetter(i, f"Field {i}: {f}") for i, f in enumerate(names)}
+        body.update(__slots__=(), __new__=new, __repr__=rep, _fields=names)
+        body.update(__annotations__=dict(fields), _make=classmethod(lambda c, it: new(c, *it)))
+        return type(name, (tuple,), body)
 
 
 MAGIC = 0x5343
@@ -107,96 +94,33 @@ class ProtoError(Exception):
     """A message that cannot be encoded, or bytes that are not a valid message."""
 
 
-class AddVif(NamedTuple):
-    family: int
-    vif: int
-    threshold: int
-    ifindex: int
-
-
-class DelVif(NamedTuple):
-    family: int
-    vif: int
-    ifindex: int
-
-
-class AddMfc4(NamedTuple):
-    parent: int
-    source: bytes
-    group: bytes
-    ttls: bytes
-
-
-class AddMfc6(NamedTuple):
-    parent: int
-    source: bytes
-    group: bytes
-    oifs: int
-
-
-class DelMfc(NamedTuple):
-    family: int
-    parent: int
-    source: bytes
-    group: bytes
-
-
-class Join(NamedTuple):
-    family: int
-    ifindex: int
-    source: bytes
-    group: bytes
-
-
-class Leave(NamedTuple):
-    family: int
-    ifindex: int
-    source: bytes
-    group: bytes
-
-
-class Advertise(NamedTuple):
-    family: int
-    interval: int
-    ifindex: int
-
-
-class HookReload(NamedTuple):
-    pass
-
-
-class HookInstall(NamedTuple):
-    family: int
-    source: bytes
-    group: bytes
-
-
+# The OPS records, one per kind: the kind alone fixes a record's layout (its
+# kind byte, then its fields) and its meaning.
+AddVif = NamedTuple("AddVif", [("family", U8), ("vif", U8), ("threshold", U8), ("ifindex", U32)])
+DelVif = NamedTuple("DelVif", [("family", U8), ("vif", U8), ("ifindex", U32)])
+AddMfc4 = NamedTuple("AddMfc4", [("parent", U8), ("source", A4), ("group", A4), ("ttls", TTLS)])
+AddMfc6 = NamedTuple("AddMfc6", [("parent", U8), ("source", A16), ("group", A16), ("oifs", U32)])
+DelMfc = NamedTuple("DelMfc", [("family", U8), ("parent", U8), ("source", A16), ("group", A16)])
+Join = NamedTuple("Join", [("family", U8), ("ifindex", U32), ("source", A16), ("group", A16)])
+Leave = NamedTuple("Leave", [("family", U8), ("ifindex", U32), ("source", A16), ("group", A16)])
+Advertise = NamedTuple("Advertise", [("family", U8), ("interval", U8), ("ifindex", U32)])
+HookReload = NamedTuple("HookReload", [])
+HookInstall = NamedTuple("HookInstall", [("family", U8), ("source", A16), ("group", A16)])
 # the records that become a system call, then the hook's
 _Kernel = AddVif | DelVif | AddMfc4 | AddMfc6 | DelMfc | Join | Leave | Advertise
 Record = _Kernel | HookReload | HookInstall
-# kind -> (record type, layout); the kind byte leads every layout
+# kind -> (record type, layout); a record's kind is its place here, from 1:
+# append new kinds, never reorder.
 KINDS: dict[int, tuple[type[Record], struct.Struct]] = {
-    1: (AddVif, struct.Struct("<BBBBI")),
-    2: (DelVif, struct.Struct("<BBBI")),
-    3: (AddMfc4, struct.Struct("<BB4s4s32s")),
-    4: (AddMfc6, struct.Struct("<BB16s16sI")),
-    5: (DelMfc, struct.Struct("<BBB16s16s")),
-    6: (Join, struct.Struct("<BBI16s16s")),
-    7: (Leave, struct.Struct("<BBI16s16s")),
-    8: (Advertise, struct.Struct("<BBBI")),
-    9: (HookReload, struct.Struct("<B")),
-    10: (HookInstall, struct.Struct("<BB16s16s")),
+    kind: (cls, struct.Struct("<B" + "".join(cls.__annotations__.values())))
+    for kind, cls in enumerate(
+        (AddVif, DelVif, AddMfc4, AddMfc6, DelMfc, Join, Leave, Advertise, HookReload, HookInstall),
+        start=1,
+    )
 }
 MAX_MESSAGE = HEADER.size + MAX_BATCH * max(st.size for _, st in KINDS.values())
-
-
-class Ops(NamedTuple):
-    seq: int
-    records: tuple[Record, ...]
-
-
-class Pidfile(NamedTuple):
-    seq: int
+Ops = NamedTuple("Ops", [("seq", int), ("records", tuple[Record, ...])])
+Pidfile = NamedTuple("Pidfile", [("seq", int)])
 
 
 def _header(mtype: int, seq: int, count: int) -> bytes:

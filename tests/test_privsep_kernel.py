@@ -291,16 +291,17 @@ def sc_refuse() -> None:
     w = World()
     g4, s4 = b"\xe1\1\2\3", b"\x0a\0\0\1"
     good_vif = wire.AddVif(4, 0, 1, a1)
-    assert w.h.execute([good_vif, good_vif._replace(vif=1, ifindex=a2)]) == [0, 0]
-    good_mfc = wire.AddMfc4(0, s4, g4, bytes([0, 1]) + bytes(30))
+    assert w.h.execute([good_vif, wire.AddVif(4, 1, 1, a2)]) == [0, 0]
+    ttls = bytes([0, 1]) + bytes(30)
+    good_mfc = wire.AddMfc4(0, s4, g4, ttls)
     bad = [
-        good_vif._replace(vif=32),
-        good_vif._replace(ifindex=0),
-        good_vif._replace(family=5),
+        wire.AddVif(4, 32, 1, a1),
+        wire.AddVif(4, 0, 1, 0),
+        wire.AddVif(5, 0, 1, a1),
         wire.AddVif(6, 0, 1, 70000),  # mif6ctl holds 16 bits
-        good_mfc._replace(group=b"\x0a\0\0\2"),  # unicast group
-        good_mfc._replace(source=b"\xe1\0\0\1"),  # multicast source
-        good_mfc._replace(parent=32),
+        wire.AddMfc4(0, s4, b"\x0a\0\0\2", ttls),  # unicast group
+        wire.AddMfc4(0, b"\xe1\0\0\1", g4, ttls),  # multicast source
+        wire.AddMfc4(32, s4, g4, ttls),
         wire.DelMfc(4, 0, wire.pad16(s4), g4 + b"\1" + bytes(11)),  # IPv4 with bytes after it
         wire.AddMfc6(0, Z16, b"\xfe\x80" + bytes(14), 0),  # unicast group
         wire.Join(4, 0, Z16, wire.pad16(g4)),  # ifindex 0
@@ -344,7 +345,7 @@ def sc_refuse() -> None:
         else:
             assert isinstance(reply, daemon_wire.Reply) and reply.errnos == (errno.EPROTO,) * count
     # still serving; "refused" is a warning, never an error
-    assert w.h.execute([good_mfc._replace(source=b"\x0a\0\0\2")]) == [0]
+    assert w.h.execute([wire.AddMfc4(0, b"\x0a\0\0\2", g4, ttls)]) == [0]
     assert cache_row4("225.1.2.3", "10.0.0.2") is not None
     assert all(level == syslog.LOG_WARNING for level, _ in w.lines), w.lines
     assert not w.h.closed
