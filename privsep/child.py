@@ -1,18 +1,18 @@
 """The privileged helper: the only part of smcrouted that keeps privileges.
 
-Run as `python -I -S -c BOOT ... --ipc FD [--v4 FD] [--v6 FD] --pidfile PATH
-[--hook CMD]` by `smcroute.privsep.client.start_helper`,
-with its end of the socketpair and the multicast routing sockets inherited.
+Run as `python -I -S -c BOOT ... --ipc FD [--v4 FD] [--v6 FD] [--hook CMD]`
+by `smcroute.privsep.client.start_helper`, with its end of the socketpair
+and the multicast routing sockets inherited.
 
-Owns the multicast routing sockets and the group memberships, and the few
-duties that need root besides (see the README, "The privileged helper"):
-the PID file, the `-e` hook (`hook`), and RFC 4286 advertisements
-(`mrdisc`).  It keeps only CAP_NET_ADMIN + CAP_NET_RAW (`caps`), closes
-every fd it does not need, then serves one poll loop: a kernel upcall
-becomes an UPCALL, a valid Solicitation a SOLICIT; every OPS record goes
-through `validate.check`, the one judge of what a record means, and the
-command it yields is dispatched here to its system call; the answer is one
-errno per record.  Log lines go to the daemon as LOG messages, in order
+Owns the multicast routing sockets and the group memberships, and the two
+duties that need its capabilities besides (see the README, "The privileged
+helper"): the `-e` hook (`hook`) and RFC 4286 advertisements (`mrdisc`).
+It keeps only CAP_NET_ADMIN + CAP_NET_RAW (`caps`), closes every fd it does
+not need, then serves one poll loop: a kernel upcall becomes an UPCALL, a
+valid Solicitation a SOLICIT; every OPS record goes through
+`validate.check`, the one judge of what a record means, and the command it
+yields is dispatched here to its system call; the answer is one errno per
+record.  Log lines go to the daemon as LOG messages, in order
 with the replies.  When the daemon goes away (EOF, or SIGTERM from
 PR_SET_PDEATHSIG) it closes everything, so the kernel removes its VIFs,
 routes and memberships, and exits 0.
@@ -87,16 +87,14 @@ class Helper:
         self,
         ipc: _socket.socket,
         mr: dict[int, _socket.socket | None],
-        pidfile: str = "",
         hook: str = "",
     ) -> None:
         self.ipc = ipc
         self.mr = mr
-        self.pidfile = pidfile
         self.hooks = Hooks(hook, lambda text: self.log(syslog.LOG_WARNING, text))
         self.vifs: dict[int, dict[int, int]] = {4: {}, 6: {}}  # vif -> ifindex, ours
         self.joins = {4: JoinPool(4), 6: JoinPool(6)}
-        self.pid_written = self.parent_gone = False
+        self.parent_gone = False
         self.last: dict[tuple[str, int, int], float] = {}  # rate limits: last event per key
         self.dropped, self.dropped_at = 0, 0.0  # bad kernel messages since the last log line
 
@@ -151,11 +149,8 @@ class Helper:
             except wire.ProtoError as e:
                 self.refuse(data, str(e))
                 return
-            if isinstance(msg, wire.Ops):
-                errs = [self.execute(i, r) for i, r in enumerate(msg.records)]
-                self.send(wire.encode_reply(msg.seq, errs))
-            else:
-                self.send(wire.encode_reply(msg.seq, [self.write_pidfile()]))
+            errs = [self.execute(i, r) for i, r in enumerate(msg.records)]
+            self.send(wire.encode_reply(msg.seq, errs))
 
     def refuse(self, data: bytes, why: str) -> None:
         """Log a malformed message; answer it if it can be attributed to a request."""
@@ -163,8 +158,6 @@ class Helper:
         mtype, seq, count = wire.peek_header(data) or (0, 0, 0)
         if mtype == wire.T_OPS and 1 <= count <= wire.MAX_BATCH:
             self.send(wire.encode_reply(seq, [errno.EPROTO] * count))
-        elif mtype == wire.T_PIDFILE:
-            self.send(wire.encode_reply(seq, [errno.EPROTO]))
 
     def _allow(self, key: tuple[str, int, int], gap: float) -> bool:
         """Rate limit: True at most once per `gap` seconds for `key`."""
@@ -256,25 +249,7 @@ class Helper:
         data, anc = mrdisc.advert(fam, cmd.interval), mrdisc.cmsgs(fam, ifindex)
         return _errno(s.sendmsg, [data], anc, 0, dest)
 
-    # --- PID file and exit -------------------------------------------------------
-    def write_pidfile(self) -> int:
-        """Write the daemon's pid into the PID file the first time, touch it after."""
-        path = self.pidfile
-        if not path:
-            return errno.ENOENT
-        try:
-            if self.pid_written and os.path.exists(path):
-                os.utime(path)
-                return 0
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            with os.fdopen(os.open(path, flags, 0o644), "w", encoding="utf-8") as f:
-                f.write(f"{os.getppid()}\n")
-            self.pid_written = True
-            return 0
-        except OSError as e:
-            self.log(syslog.LOG_ERR, f"cannot write PID file {path}: {e.strerror}")
-            return e.errno or errno.EIO
-
+    # --- exit ------------------------------------------------------------------
     def close(self) -> None:
         for fam in (4, 6):
             self.joins[fam].close()
@@ -295,10 +270,8 @@ def _usage(msg: str) -> int:
 
 def main(argv: list[str]) -> int:
     opts = dict(zip(argv[::2], argv[1::2], strict=False))
-    if len(argv) % 2 or not opts.keys() <= {"--ipc", "--v4", "--v6", "--pidfile", "--hook"}:
-        return _usage(
-            f"bad arguments {argv!r} (--ipc FD [--v4 FD] [--v6 FD] [--pidfile P] [--hook C])"
-        )
+    if len(argv) % 2 or not opts.keys() <= {"--ipc", "--v4", "--v6", "--hook"}:
+        return _usage(f"bad arguments {argv!r} (--ipc FD [--v4 FD] [--v6 FD] [--hook CMD])")
     try:
         fds = {k: int(opts.get(f"--{k}", "-1")) for k in ("ipc", "v4", "v6")}
         if fds["ipc"] < 0:
@@ -323,7 +296,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         return _usage(f"bad inherited fd: {e.strerror}")
     ipc.setblocking(True)
-    helper = Helper(ipc, mr, opts.get("--pidfile", ""), opts.get("--hook", ""))
+    helper = Helper(ipc, mr, opts.get("--hook", ""))
     try:
         try:
             for w in caps.restrict(caps.HELPER_CAPS):

@@ -1,11 +1,10 @@
 """The daemon's handle on the privileged helper (the daemon side of the socketpair).
 
 Owns: spawning the helper (`start_helper`), sending wire records in OPS
-batches of at most `wire.MAX_BATCH` and waiting for each REPLY, the PID-file
-request, handing on the helper's LOG lines as they arrive (so they stay in
-order with the replies and the daemon's own lines), buffering UPCALL and
-SOLICIT events that arrive meanwhile, and noticing that the helper is gone
-(`HelperGone`).
+batches of at most `wire.MAX_BATCH` and waiting for each REPLY, handing on
+the helper's LOG lines as they arrive (so they stay in order with the
+replies and the daemon's own lines), buffering UPCALL and SOLICIT events
+that arrive meanwhile, and noticing that the helper is gone (`HelperGone`).
 
 Must not: execute anything privileged itself, know the engine (the daemon
 turns engine operations into records: `smcroute.helper_wire`), or block the
@@ -244,11 +243,6 @@ class HelperClient:
             collect()
         return result
 
-    def write_pidfile(self, timeout: float = DEFAULT_TIMEOUT) -> int:
-        """Ask the helper to write our pid into the PID file (touch it later on)."""
-        seq = self._next_seq()
-        return self._request(daemon_wire.encode_pidfile(seq), seq, 1, timeout)[0]
-
     def has_events(self) -> bool:
         """Events already buffered (read while waiting for a reply).
 
@@ -300,7 +294,6 @@ def start_helper(
     v4: socket.socket | None,
     v6: socket.socket | None,
     *,
-    pidfile: str,
     hook: str | None = None,
     log: LogSink = _stderr,
 ) -> HelperClient:
@@ -316,7 +309,6 @@ def start_helper(
         if mr is not None:
             pass_fds.append(mr.fileno())
             argv += [name, str(mr.fileno())]
-    argv += ["--pidfile", os.path.abspath(pidfile) if pidfile else ""]
     if hook:
         argv += ["--hook", hook]
     try:

@@ -1,8 +1,8 @@
 """The daemon's half of the helper protocol (pure codec; see `wire` for the format).
 
-Owns the one encoder of OPS messages (`encode_ops`), the PIDFILE request,
-and the decoder of what the helper sends: REPLY, UPCALL, SOLICIT and LOG.
-The helper never imports it.
+Owns the one encoder of OPS messages (`encode_ops`) and the decoder of what
+the helper sends: REPLY, UPCALL, SOLICIT and LOG.  The helper never imports
+it.
 
 Must not: do I/O, or raise anything but `ProtoError`, whatever the bytes.
 """
@@ -21,7 +21,6 @@ from .wire import (
     SOLICIT,
     T_LOG,
     T_OPS,
-    T_PIDFILE,
     T_REPLY,
     T_SOLICIT,
     T_UPCALL,
@@ -77,10 +76,6 @@ def encode_ops(seq: int, records: Sequence[Record]) -> bytes:
     except (KeyError, struct.error, TypeError) as e:
         raise ProtoError(f"bad record: {e!r}") from None
     return b"".join(parts)
-
-
-def encode_pidfile(seq: int) -> bytes:
-    return _header(T_PIDFILE, seq, 0)
 
 
 def decode(data: bytes) -> Message:

@@ -1,33 +1,41 @@
-"""The janitor: removes the control socket and PID file once smcrouted has
-ended, whichever way it ended.
+"""The janitor: writes the PID file while smcrouted runs, and removes the
+control socket and PID file once smcrouted has ended, whichever way it ended.
 
-It alone removes them (the privileged helper does not: it could not after
-kill -9), and the main process, unprivileged, may not remove root's files
-in a folder only root can write (/run).  So right after spawning the helper, the main process
-(still root) spawns this third process, `smcrouted: janitor`: user ID 0 --
-the owner of /run, which is all unlinking there needs -- with no capability
-at all, no-new-privs and locked securebits (dropped before exec, see
-`start`), holding nothing but a pidfd of the helper and a pipe from the main
-process.  When the pipe reaches end of file (the main process has finished,
-or was killed) and the helper has exited, it removes the control socket if it
-is still the one the daemon bound (same device and inode, held open with
-O_PATH so the number cannot be reused) and the PID file if
-it still names the main process, reports on stdout what it removed (the main
-process logs that, if it is still there) and exits.  The main process waits
-for it before exiting itself, so after a normal end, `-D`, `smcroutectl kill`
-or kill -9 of the helper, nothing is left by the time the daemon's exit
-status is known; after kill -9 of the main process the helper, then the
-janitor, clean up within milliseconds.
+It alone removes them (the privileged helper could not after kill -9), and
+the main process, unprivileged, may neither create nor remove root's files
+in a folder only root can write (/run).  So right after spawning the helper,
+the main process (still root) spawns this third process, `smcrouted:
+janitor`: user ID 0 -- the owner of /run, which is all creating and
+unlinking there needs -- with no capability at all, no-new-privs and locked
+securebits (dropped before exec, see `start`), holding nothing but a pidfd
+of the helper and, as its stdin, one end of a socketpair with the main
+process.  On that socketpair the main process asks `pidfile` (when the
+daemon is ready, and after each reload): the janitor writes the main
+process's pid into the PID file (O_NOFOLLOW), or touches it if it already
+names that pid, and answers the errno in decimal (0: done).  When the
+socketpair reaches end of file (the main process has finished, or was
+killed) and the helper has exited, it removes the control socket if it is
+still the one the daemon bound (same device and inode, held open with O_PATH
+so the number cannot be reused) and the PID file if it still names the main
+process, reports on stdout what it removed (the main process logs that, if
+it is still there) and exits.  The main process waits for it before exiting
+itself, so after a normal end, `-D`, `smcroutectl kill` or kill -9 of the
+helper, nothing is left by the time the daemon's exit status is known; after
+kill -9 of the main process the helper, then the janitor, clean up within
+milliseconds.
 
-Must not: remove anything else, or anything a newer daemon made; hold any
-capability; import more than the standard library (it runs in its own small
-interpreter); end on the signals meant for the daemon (SIGTERM, SIGINT and
-SIGHUP are ignored: it ends by itself once the daemon has).
+Must not: write or remove anything else, or anything a newer daemon made;
+take a path or a pid from the socketpair (both are fixed on its command
+line); hold any capability; import more than the standard library (it runs
+in its own small interpreter); end on the signals meant for the daemon
+(SIGTERM, SIGINT and SIGHUP are ignored: it ends by itself once the daemon
+has).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -36,6 +44,7 @@ import sys
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import socket
     import subprocess
 
 TITLE = "smcrouted: janitor"
@@ -45,18 +54,33 @@ FINISH_TIMEOUT = 5.0  # s the main process waits for the janitor at exit
 class Janitor:
     """The running janitor, seen from the main process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.proc = proc
+        self.sock = sock
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def write_pidfile(self, timeout: float = FINISH_TIMEOUT) -> int:
+        """Have our pid written into the PID file (touched later on); an errno."""
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.send(b"pidfile")
+            return int(self.sock.recv(16))
+        except TimeoutError:
+            return errno.ETIMEDOUT
+        except OSError as e:
+            return e.errno or errno.EIO
+        except ValueError:  # end of file: the janitor is gone
+            return errno.EPIPE
 
     def finish(self, timeout: float = FINISH_TIMEOUT) -> list[str]:
         """We are done (the helper has exited): let it clean up; what it removed."""
         import subprocess
 
         proc = self.proc
+        self.sock.close()
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -74,6 +98,7 @@ def start(helper_pid: int, ctlsock: str, pidfile: str) -> Janitor:
     Must be called as root, before the privilege drop.  Raises OSError when it
     cannot be started (no pidfd support, for instance).
     """
+    import socket
     import subprocess
 
     from smcroute.identity import drop_parent_privileges
@@ -84,29 +109,36 @@ def start(helper_pid: int, ctlsock: str, pidfile: str) -> Janitor:
     argv = ["--helper-pidfd", str(pidfd), "--main-pid", str(os.getpid())]
     argv += ["--ctlsock", os.path.abspath(ctlsock) if ctlsock else ""]
     argv += ["--pidfile", os.path.abspath(pidfile) if pidfile else ""]
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         proc = subprocess.Popen(
             [*boot_argv("smcroute.privsep.janitor"), *argv],
             pass_fds=[pidfd],
             close_fds=True,
-            stdin=subprocess.PIPE,
+            stdin=theirs.fileno(),
             stdout=subprocess.PIPE,
             # uid 0 without a single capability, no-new-privs, securebits locked:
             # the exec'd interpreter cannot gain any back.
             preexec_fn=lambda: drop_parent_privileges(0, os.getgid(), "root"),
         )
     except subprocess.SubprocessError as e:
+        ours.close()
         raise OSError(f"cannot drop the janitor's privileges: {e}") from None
+    except OSError:
+        ours.close()
+        raise
     finally:
         os.close(pidfd)
-    return Janitor(proc)
+        theirs.close()
+    return Janitor(proc, ours)
 
 
 # --- the janitor process ----------------------------------------------------------
 
 
-def _wait(pidfd: int) -> None:
-    """Until the main process has closed our stdin and the helper has exited."""
+def _serve(pidfd: int, pidfile: str, main_pid: int) -> None:
+    """Answer PID file requests until the main process has closed its end of
+    our stdin and the helper has exited."""
     poller = select.poll()
     poller.register(0, select.POLLIN)
     poller.register(pidfd, select.POLLIN)
@@ -115,13 +147,34 @@ def _wait(pidfd: int) -> None:
         for fd, _ev in poller.poll():
             if fd == 0:
                 try:
-                    more = os.read(0, 512)
+                    request = os.read(0, 512)
                 except OSError:
-                    more = b""
-                if more:
+                    request = b""
+                if request:
+                    err = (
+                        _write_pidfile(pidfile, main_pid) if request == b"pidfile" else errno.EINVAL
+                    )
+                    with contextlib.suppress(OSError):
+                        os.write(0, str(err).encode())
                     continue
             poller.unregister(fd)
             waiting.discard(fd)
+
+
+def _write_pidfile(path: str, pid: int) -> int:
+    """Write `pid` into the PID file, or touch it if it names `pid` already; an errno."""
+    if not path:
+        return errno.ENOENT
+    try:
+        if _names(path, pid):
+            os.utime(path, follow_symlinks=False)
+            return 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(path, flags, 0o644), "w", encoding="ascii") as f:
+            f.write(f"{pid}\n")
+        return 0
+    except OSError as e:
+        return e.errno or errno.EIO
 
 
 def _remove(path: str, ours: bool, what: str) -> str | None:
@@ -198,7 +251,7 @@ def main(argv: list[str]) -> int:
     sock_id = _socket_id(ctlsock) if held >= 0 else None
     if sock_id is not None and sock_id != (os.fstat(held).st_dev, os.fstat(held).st_ino):
         sock_id = None  # replaced between the two calls: not ours
-    _wait(pidfd)
+    _serve(pidfd, pidfile, main_pid)
     done = [
         _remove(ctlsock, sock_id is not None and _socket_id(ctlsock) == sock_id, "control socket"),
         _remove(pidfile, bool(pidfile) and _names(pidfile, main_pid), "PID file"),

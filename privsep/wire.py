@@ -17,9 +17,8 @@ record kinds fully determine.  Little-endian, no padding anywhere.
                network-order bytes; in an A16 field an IPv4 address fills the
                first 4 and the rest is zero; an all-zero source means none (a
                (*,G) entry, an any-source join).  Advertise's interval is in s.
-      PIDFILE  no body: write the daemon's pid into the PID file (touch it later)
     helper -> daemon
-      REPLY    count i32 errnos, one per record (1 for PIDFILE)
+      REPLY    count i32 errnos, one per record
       UPCALL   count 1: <BBB16s16s family, kind (NOCACHE 1, WRONGVIF 2), vif,
                source, group
       SOLICIT  count 1: <BI family, ifindex -- an RFC 4286 Solicitation arrived
@@ -80,7 +79,7 @@ else:
 
 MAGIC = 0x5343
 VERSION = 2
-T_OPS, T_PIDFILE = 1, 2
+T_OPS = 1
 T_REPLY, T_UPCALL, T_SOLICIT, T_LOG = 0x81, 0x82, 0x83, 0x84
 NOCACHE, WRONGVIF = 1, 2  # UPCALL kinds (the kernel's numbers for both families)
 MAX_BATCH = 1024
@@ -120,7 +119,6 @@ KINDS: dict[int, tuple[type[Record], struct.Struct]] = {
 }
 MAX_MESSAGE = HEADER.size + MAX_BATCH * max(st.size for _, st in KINDS.values())
 Ops = NamedTuple("Ops", [("seq", int), ("records", tuple[Record, ...])])
-Pidfile = NamedTuple("Pidfile", [("seq", int)])
 
 
 def _header(mtype: int, seq: int, count: int) -> bytes:
@@ -175,7 +173,7 @@ def peek_header(data: bytes) -> tuple[int, int, int] | None:
     return mtype, seq, count
 
 
-def decode_request(data: bytes) -> Ops | Pidfile:
+def decode_request(data: bytes) -> Ops:
     """Decode one message to the helper.  Raises only `ProtoError`."""
     try:
         return _decode_request(memoryview(bytes(data)))
@@ -185,11 +183,9 @@ def decode_request(data: bytes) -> Ops | Pidfile:
         raise ProtoError(f"undecodable message: {e!r}") from None
 
 
-def _decode_request(data: memoryview) -> Ops | Pidfile:
+def _decode_request(data: memoryview) -> Ops:
     mtype, seq, count = peek_header(bytes(data[: HEADER.size])) or (0, 0, 0)
     body = data[HEADER.size :]
-    if mtype == T_PIDFILE and count == 0 and not body:
-        return Pidfile(seq)
     if mtype != T_OPS or not 1 <= count <= MAX_BATCH:
         raise ProtoError(f"not a request: type {mtype}, count {count} ({len(data)} bytes)")
     records: list[Record] = []

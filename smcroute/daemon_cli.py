@@ -346,7 +346,7 @@ def run(o: Options) -> int:
         log.error(f"cannot create control socket {o.sockpath}: {msg}")
         return EX_UNAVAILABLE if "answers" in str(e) else EX_OSERR
     try:
-        helper = start_helper(v4, v6, pidfile=o.pidfile, hook=o.hook, log=logsetup.from_helper)
+        helper = start_helper(v4, v6, hook=o.hook, log=logsetup.from_helper)
     except OSError as e:
         log.error(f"cannot start the privileged helper: {e}")
         with contextlib.suppress(OSError):
@@ -370,7 +370,7 @@ def run(o: Options) -> int:
         janitor: Janitor | None = start_janitor(helper.pid, o.sockpath, o.pidfile)
     except OSError as e:
         janitor = None
-        log.warning(f"no janitor ({e}): the control socket and PID file stay after exit")
+        log.warning(f"no janitor ({e}): no PID file, and the control socket stays after exit")
     try:
         try:
             warm_up()
@@ -381,7 +381,7 @@ def run(o: Options) -> int:
             log.error(f"cannot drop privileges: {e}")
             return EX_NOPERM
         daemon = Daemon(o, helper, ctl, tuple(families))
-        daemon.metrics = metrics
+        daemon.metrics, daemon.janitor = metrics, janitor
         return daemon.run()
     finally:
         # The helper is gone first; then the janitor removes the socket and

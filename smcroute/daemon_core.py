@@ -31,6 +31,7 @@ from smcroute.ipc.server import ControlServer
 from smcroute.logsetup import log
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError
 from smcroute.privsep.client import HelperClient
+from smcroute.privsep.janitor import Janitor
 from smcroute.privsep.wire import ProtoError
 from smcroute.stats import DEFAULT_INTERVAL, Counts, Sampler
 
@@ -138,6 +139,7 @@ class Core:
         self.counts = Counts()
         self.sampler = Sampler(self.nl, self.families, opts.table, opts.sample_interval)
         self.metrics: Any = None  # smcroute.metrics.MetricsServer, with --metrics
+        self.janitor: Janitor | None = None  # writes the PID file (smcroute.daemon_cli)
 
     # -- applying operations ------------------------------------------------
 

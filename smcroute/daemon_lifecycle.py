@@ -74,7 +74,7 @@ class Lifecycle(Core):
         )
         gc.freeze()  # the configuration lives as long as the process: stop scanning it
         trim_heap()
-        self.helper.write_pidfile()
+        self.write_pidfile()
         n = len(self.engine.mfc)
         status = f"{len(self.engine.routes)} routes, {len(self.engine.joins)} joins, {n} in kernel"
         logsetup.notice(f"ready: {status}")
@@ -114,13 +114,18 @@ class Lifecycle(Core):
             ops = self.engine.load_config(config)
         self.mrdisc_dirty = True
         failures = self.apply(ops)
-        self.helper.write_pidfile()
+        self.write_pidfile()
         trim_heap()
         logsetup.notice(f"reload done: {len(ops)} kernel changes")
         sdnotify.ready(f"{len(self.engine.routes)} routes, {len(self.engine.mfc)} in kernel")
         self.run_hook()
         self.counts.reload_seconds = time.monotonic() - t0
         return failures
+
+    def write_pidfile(self) -> None:
+        """Have the janitor write our pid into the PID file, or touch it."""
+        if self.janitor is not None and (err := self.janitor.write_pidfile()):
+            log.error(f"cannot write PID file {self.opts.pidfile}: {os.strerror(err)}")
 
     def shutdown(self) -> None:
         sdnotify.stopping()

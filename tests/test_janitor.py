@@ -1,8 +1,10 @@
-"""The janitor (privsep/janitor.py) on its own: what it removes, what it leaves,
-and that it waits for both the main process and the helper."""
+"""The janitor (privsep/janitor.py) on its own: the PID file it writes and
+touches, what it removes, what it leaves, and that it waits for both the main
+process and the helper."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from smcroute.privsep.client import boot_argv
+from smcroute.privsep.janitor import Janitor
 
 
 class Setup:
@@ -24,6 +27,7 @@ class Setup:
         self.main_pid = os.getpid()  # the janitor's parent plays the main process
         Path(self.pidfile).write_text(f"{self.main_pid}\n")
         self.helper = subprocess.Popen(["sleep", "600"])
+        self.main_end, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pidfd = os.pidfd_open(self.helper.pid)
         argv = ["--helper-pidfd", str(pidfd), "--main-pid", str(self.main_pid)]
         argv += ["--ctlsock", self.sock_path, "--pidfile", self.pidfile]
@@ -31,11 +35,13 @@ class Setup:
             self.janitor = subprocess.Popen(
                 [*boot_argv("smcroute.privsep.janitor"), *argv],
                 pass_fds=[pidfd],
-                stdin=subprocess.PIPE,
+                stdin=theirs.fileno(),
                 stdout=subprocess.PIPE,
             )
         finally:
             os.close(pidfd)
+            theirs.close()
+        self.handle = Janitor(self.janitor, self.main_end)  # as the main process sees it
         deadline = time.monotonic() + 30
         while not self.holds_socket():  # set up (signals ignored), socket recorded
             assert time.monotonic() < deadline and self.janitor.poll() is None
@@ -55,6 +61,7 @@ class Setup:
             self.janitor.kill()
             self.janitor.wait()
         self.sock.close()
+        self.main_end.close()
 
 
 @pytest.fixture
@@ -67,8 +74,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 def test_removes_both_once_main_and_helper_are_gone(setup: Setup) -> None:
     os.kill(setup.janitor.pid, signal.SIGTERM)  # meant for the daemon: ignored
     os.kill(setup.janitor.pid, signal.SIGHUP)
-    assert setup.janitor.stdin is not None
-    setup.janitor.stdin.close()  # the main process is done
+    setup.main_end.close()  # the main process is done
     assert setup.janitor.poll() is None  # ... but the helper still runs
     assert os.path.exists(setup.sock_path) and os.path.exists(setup.pidfile)
     setup.helper.kill()
@@ -88,9 +94,9 @@ def test_leaves_what_a_newer_daemon_made(setup: Setup) -> None:
     newer.bind(setup.sock_path)
     Path(setup.pidfile).write_text("999999\n")  # ... and wrote its own pid
     setup.helper.kill()
-    out, _ = setup.janitor.communicate(timeout=30)
+    out = setup.handle.finish(timeout=30)  # closes the main process's end
     newer.close()
-    assert out == b"" and setup.janitor.returncode == 0
+    assert out == [] and setup.janitor.returncode == 0
     assert os.path.exists(setup.sock_path) and Path(setup.pidfile).read_text() == "999999\n"
 
 
@@ -98,8 +104,42 @@ def test_nothing_to_do_after_a_clean_stop(setup: Setup) -> None:
     os.unlink(setup.sock_path)  # removed already (say, by an administrator)
     os.unlink(setup.pidfile)
     setup.helper.kill()
-    out, _ = setup.janitor.communicate(timeout=30)
-    assert out == b"" and setup.janitor.returncode == 0
+    assert setup.handle.finish(timeout=30) == [] and setup.janitor.returncode == 0
+
+
+def test_writes_the_pid_file_then_touches_it(setup: Setup) -> None:
+    os.unlink(setup.pidfile)
+    assert setup.handle.write_pidfile() == 0
+    assert Path(setup.pidfile).read_text() == f"{setup.main_pid}\n"
+    assert os.stat(setup.pidfile).st_mode & 0o777 == 0o644
+    os.utime(setup.pidfile, (1, 1))
+    ino = os.stat(setup.pidfile).st_ino
+    assert setup.handle.write_pidfile() == 0  # a reload: touched, the same file
+    assert os.stat(setup.pidfile).st_mtime > 1 and os.stat(setup.pidfile).st_ino == ino
+    Path(setup.pidfile).write_text("999999\n")  # someone else's: written again
+    assert setup.handle.write_pidfile() == 0
+    assert Path(setup.pidfile).read_text() == f"{setup.main_pid}\n"
+    setup.main_end.send(b"something else")
+    assert setup.main_end.recv(16) == str(errno.EINVAL).encode()
+    setup.helper.kill()
+    assert setup.handle.finish(timeout=30) == [
+        f"removed the control socket {setup.sock_path}",
+        f"removed the PID file {setup.pidfile}",
+    ]
+
+
+def test_pid_file_errors_are_errnos(setup: Setup, tmp_path: Path) -> None:
+    os.unlink(setup.pidfile)
+    os.symlink(tmp_path / "elsewhere", setup.pidfile)  # O_NOFOLLOW: not followed
+    assert setup.handle.write_pidfile() == errno.ELOOP
+    assert not (tmp_path / "elsewhere").exists()
+    os.unlink(setup.pidfile)
+    os.mkdir(setup.pidfile)
+    assert setup.handle.write_pidfile() == errno.EISDIR
+    os.rmdir(setup.pidfile)
+    setup.helper.kill()
+    assert setup.handle.finish(timeout=30) == [f"removed the control socket {setup.sock_path}"]
+    assert setup.handle.write_pidfile() != 0  # gone: an errno, no exception
 
 
 def test_bad_arguments_are_a_usage_error() -> None:

@@ -109,11 +109,10 @@ class World:
 
         self.tmp = tempfile.mkdtemp(prefix="smcr-privsep-")
         atexit.register(shutil.rmtree, self.tmp, True)
-        self.pidfile = os.path.join(self.tmp, "smcroute.pid")
         s4 = open_mroute(socket.AF_INET, 0) if v4 else None
         s6 = open_mroute(socket.AF_INET6, 0) if v6 else None
         self.lines: list[tuple[int, str]] = []
-        self.h = start_helper(s4, s6, pidfile=self.pidfile, log=self._log)
+        self.h = start_helper(s4, s6, log=self._log)
 
     def _log(self, level: int, text: str) -> None:
         self.lines.append((level, text))
@@ -122,6 +121,12 @@ class World:
         from smcroute.helper_wire import record
 
         return self.h.execute([record(op) for op in ops])  # type: ignore[arg-type]
+
+    def sync(self) -> None:
+        """A round trip (a reload hook without -e: ENOENT): earlier lines are in."""
+        from smcroute.privsep import wire
+
+        assert self.h.execute([wire.HookReload()]) == [errno.ENOENT]
 
     def logs(self) -> list[str]:
         self.h.read_events()
@@ -227,18 +232,10 @@ def sc_ops() -> None:
     assert "2" not in {r[0] for r in rows("ip_mr_vif")} and "5" not in {
         r[0] for r in rows("ip6_mr_vif")
     }
-    # PID file: the parent's pid, touched afterwards
-    assert w.h.write_pidfile() == 0
-    with open(w.pidfile) as f:
-        assert int(f.read()) == os.getpid()
-    os.utime(w.pidfile, (1, 1))
-    assert w.h.write_pidfile() == 0 and os.stat(w.pidfile).st_mtime > 1
     assert w.h.close() == 0
-    # the kernel removed everything the helper's sockets installed; the PID
-    # file is the janitor's to remove (tests/test_janitor.py), not the helper's
+    # the kernel removed everything the helper's sockets installed
     assert not rows("ip_mr_vif") and not rows("ip_mr_cache")
     assert not rows("ip6_mr_vif") and not rows("ip6_mr_cache")
-    assert os.path.exists(w.pidfile)
 
 
 def fmt6(addr: str) -> str:
@@ -359,7 +356,7 @@ def sc_log_order() -> None:
 
     ifx = setup_links(1)
     w = World()
-    assert w.h.write_pidfile() == 0  # a round trip: the "ready" line is in by now
+    w.sync()  # the "ready" line is in by now
     w.lines.clear()
     w._log(6, "daemon: before")
     bad = wire.AddVif(4, 99, 1, ifx["a1"])  # refused by the helper
@@ -416,7 +413,7 @@ def sc_fuzz() -> None:
 
 def sc_caps() -> None:
     w = World()
-    assert w.h.write_pidfile() == 0  # helper has dropped privileges by now
+    w.sync()  # helper has dropped privileges by now
     with open(f"/proc/{w.h.pid}/status") as f:
         st = dict(line.split(":", 1) for line in f.read().splitlines())
     st = {k: v.strip() for k, v in st.items()}
@@ -470,7 +467,7 @@ def sc_parent_close() -> None:
         )
         == [0] * 8
     )
-    assert w.h.write_pidfile() == 0
+    w.sync()
     pid = w.h.pid
     w.h.sock.close()  # like the parent dying
     assert w.h.proc.wait(10) == 0
@@ -479,7 +476,6 @@ def sc_parent_close() -> None:
         assert not rows(t), (t, proc(t))
     assert hex4("225.5.5.5") not in igmp_groups("a1")
     assert not any(r[2] == hex6("ff0e::5") for r in rows("igmp6"))
-    assert os.path.exists(w.pidfile)  # the janitor's to remove
 
 
 def sc_kill_child() -> None:
@@ -518,10 +514,10 @@ def sc_sigterm() -> None:
     ifx = setup_links(1)
     w = World()
     assert w.ex(AddVif(4, 0, ifx["a1"], 1, "a1")) == [0]
-    assert w.h.write_pidfile() == 0
+    w.sync()
     os.kill(w.h.pid, signal.SIGTERM)
     assert w.h.proc.wait(10) == 0
-    assert not rows("ip_mr_vif") and os.path.exists(w.pidfile)  # the janitor's
+    assert not rows("ip_mr_vif")
 
 
 def sc_mroute_busy() -> None:

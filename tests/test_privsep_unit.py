@@ -214,7 +214,6 @@ def test_sizes() -> None:
 
 def test_round_trips() -> None:
     assert wire.decode_request(daemon_wire.encode_ops(42, GOOD)) == wire.Ops(42, tuple(GOOD))
-    assert wire.decode_request(daemon_wire.encode_pidfile(7)) == wire.Pidfile(7)
     reply = wire.encode_reply(9, [0, errno.EINVAL, errno.EADDRINUSE])
     errs = (0, errno.EINVAL, errno.EADDRINUSE)
     assert daemon_wire.decode(reply) == daemon_wire.Reply(9, errs)
@@ -265,7 +264,7 @@ def test_decode_refuses() -> None:
         b"\x00\x00" + good[2:],  # magic
         good[:2] + b"\x01" + good[3:],  # version 1
         good[:10] + b"\x01\x00" + good[12:],  # reserved
-        daemon_wire.encode_pidfile(1) + b"x",
+        wire.HEADER.pack(wire.MAGIC, wire.VERSION, 2, 1, 0, 0),  # type 2 (PIDFILE) is gone
         wire.encode_log(3, "x")[:-1],
         wire.encode_log(3, "ab")[:-2] + b"\xff\xfe",
         wire.encode_upcall(4, 1, 1, S4, G4)[:-1],
@@ -316,7 +315,7 @@ def test_decode_never_raises_anything_else(data: bytes) -> None:
     for decode in (wire.decode_request, daemon_wire.decode):
         with contextlib.suppress(wire.ProtoError):
             decode(data)
-    for mtype in (wire.T_OPS, wire.T_PIDFILE, wire.T_REPLY, wire.T_UPCALL, wire.T_LOG, 9):
+    for mtype in (wire.T_OPS, 2, wire.T_REPLY, wire.T_UPCALL, wire.T_LOG, 9):
         head = wire.HEADER.pack(wire.MAGIC, wire.VERSION, mtype, 1, len(data) % 70, 0)
         for decode in (wire.decode_request, daemon_wire.decode):
             with contextlib.suppress(wire.ProtoError):
