@@ -17,7 +17,7 @@ from smcroute.daemon_core import EXIT_SOFTWARE
 from smcroute.daemon_lifecycle import Lifecycle
 from smcroute.daemon_show import Reading
 from smcroute.engine.core import EngineError
-from smcroute.engine.ops import Op
+from smcroute.engine.ops import Log, Op
 from smcroute.ipc.codec import Request, Response
 from smcroute.logsetup import log
 from smcroute.model import MGroup, MRoute
@@ -60,11 +60,11 @@ class Control(Lifecycle, Reading):
             else:
                 assert isinstance(obj, MGroup)
                 ops = self.engine.join(obj) if cmd == "join" else self.engine.leave(obj)
-            warnings += [text for level, text in self.engine.messages if level == "warning"]
+            said = [op for op in ops if isinstance(op, Log) and op.level == "warning"]
+            warnings += [op.text for op in said]
             for w in warnings:
                 log.warning(f"smcroutectl {cmd} {' '.join(args)}: {w}")
-            self.engine.messages[:] = [m for m in self.engine.messages if m[0] != "warning"]
-            return self._result(ops, warnings)
+            return self._result([op for op in ops if op not in said], warnings)
         if cmd == "show":
             what = args[0] if args else "routes"
             if req.format is None:

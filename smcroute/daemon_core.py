@@ -26,7 +26,7 @@ from typing import Any
 from smcroute import helper_wire, logsetup
 from smcroute.engine.core import Engine, Link, describe
 from smcroute.engine.mrdisc import Schedule
-from smcroute.engine.ops import AddVif, Announce, DelVif, JoinGroup, LeaveGroup, Op, RunHook
+from smcroute.engine.ops import AddVif, Announce, DelVif, JoinGroup, LeaveGroup, Log, Op, RunHook
 from smcroute.ipc.server import ControlServer
 from smcroute.logsetup import log
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError
@@ -144,8 +144,9 @@ class Core:
     # -- applying operations ------------------------------------------------
 
     def apply(self, ops: Sequence[Op]) -> list[str]:
-        """Send ops to the helper; log and return failures, tell the engine."""
-        self.drain_engine()
+        """Log the engine's lines; send its operations to the helper; log and
+        return failures, tell the engine."""
+        ops = self.log_lines(ops)
         if not ops:
             return []
         if any(isinstance(op, AddVif | DelVif) for op in ops):
@@ -169,7 +170,6 @@ class Core:
                 vanished.setdefault(name, msg)
         for name, msg in vanished.items():  # a race with the system, not an error
             log.info(f"{name} vanished meanwhile ({msg}); its routes follow it when it is back")
-        self.drain_engine()
         return failures
 
     def execute(self, ops: Sequence[Op]) -> list[int]:
@@ -186,10 +186,14 @@ class Core:
             results[i] = err
         return results
 
-    def drain_engine(self) -> None:
-        for level, text in self.engine.messages:
-            log.log(logsetup.LEVELS.get(level, logsetup.NOTICE), text)
-        self.engine.messages.clear()
+    def log_lines(self, ops: Sequence[Op]) -> Sequence[Op]:
+        """Log the `Log` lines in the engine's stream; the operations without them."""
+        if not any(type(op) is Log for op in ops):
+            return ops
+        for op in ops:
+            if isinstance(op, Log):
+                log.log(logsetup.LEVELS.get(op.level, logsetup.NOTICE), op.text)
+        return [op for op in ops if not isinstance(op, Log)]
 
     def rescan_links(self) -> None:
         self.mrdisc_dirty = True

@@ -64,7 +64,7 @@ class Lifecycle(Core):
             if any(not p.warning for p in problems):
                 log.error("configuration has errors: every valid line was applied")
         with bulk():
-            ops = self.engine.load_config(config)
+            ops = self.log_lines(self.engine.load_config(config))
             t2 = time.monotonic()
             self.apply(ops)
         t3 = time.monotonic()
@@ -111,7 +111,7 @@ class Lifecycle(Core):
             self.counts.reload_seconds = time.monotonic() - t0
             return [*errors, "reload rejected: the running configuration is unchanged"]
         with bulk():
-            ops = self.engine.load_config(config)
+            ops = self.log_lines(self.engine.load_config(config))
         self.mrdisc_dirty = True
         failures = self.apply(ops)
         self.write_pidfile()

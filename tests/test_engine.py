@@ -14,6 +14,7 @@ from smcroute.engine.ops import (
     DelVif,
     JoinGroup,
     LeaveGroup,
+    Log,
     RunHook,
     UpcallKind,
 )
@@ -334,10 +335,13 @@ def test_learned_limit_bounds_memory_and_logs_once() -> None:
     e = engine()
     e.max_learned = 10
     e.load_config(Config(routes=[route("a1", None, "225.9.9.9", "a2")]))
+    ops = []
     for i in range(50):
-        e.upcall(4, NOCACHE, 0, A(f"10.0.1.{i}"), A("225.1.1.1"), float(i))
+        ops += e.upcall(4, NOCACHE, 0, A(f"10.0.1.{i}"), A("225.1.1.1"), float(i))
     assert len(e.learned) == 10 and len(e.mfc) == 10
-    assert sum("limit" in m for _, m in e.messages) == 1
+    said = [op for op in ops if isinstance(op, Log)]
+    assert len(said) == 1 and said[0].level == "warning" and "limit" in said[0].text
+    assert ops.index(said[0]) > ops.index(mfc_ops(ops)[-1])  # in order: after the 10th entry
 
 
 def test_joins_asm_ssm_ranges_and_leave() -> None:
@@ -389,9 +393,10 @@ def test_zero_loss_installs_kernel_star_g() -> None:
 def test_more_than_32_interfaces_warns() -> None:
     names = [f"e{i}" for i in range(40)]
     e = engine(*names)
-    e.load_config(Config(phyints=[Phyint("e+")]))
+    ops = e.load_config(Config(phyints=[Phyint("e+")]))
     assert len(e.vifs[4]) == 32
-    assert any("no free VIF" in m for _, m in e.messages)
+    said = [op.text for op in ops if isinstance(op, Log)]
+    assert len(said) == 16 and all("no free VIF" in t for t in said)  # 2 families x 8
 
 
 def test_op_failed_forgets_entry_so_it_is_retried() -> None:

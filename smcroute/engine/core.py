@@ -12,9 +12,9 @@ engine has asked the kernel to hold.  Every input updates the former and then
 reconciles: only differences become operations, so a reload that changes one
 line writes one entry, and an unchanged entry is never touched.
 
-Must not: open sockets, call the kernel, read files, log, or sleep.  Warnings
-go to `self.messages`, which the daemon drains; a hook request is a `RunHook`
-in the operations, right after the route it follows.
+Must not: open sockets, call the kernel, read files, log, or sleep.  Every
+output is in the one list of operations an input returns: a warning is a
+`Log` in it, a hook request a `RunHook` right after the route it follows.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from smcroute.engine.ops import (
     DelVif,
     JoinGroup,
     LeaveGroup,
+    Log,
     Op,
     RunHook,
     UpcallKind,
@@ -64,7 +65,6 @@ GroupKey = tuple[str, Address | None, int, Address, int]
 MfcKey = tuple[Family, Address | None, Address]
 JoinKey = tuple[Family, int, Address, Address | None]
 Ttls = tuple[tuple[int, int], ...]
-Level = Literal["err", "warning", "notice", "info", "debug"]
 
 
 class EngineError(Exception):
@@ -153,9 +153,6 @@ class Engine:
     mfc: dict[MfcKey, Mfc] = field(default_factory=dict)
     joins: dict[JoinKey, str] = field(default_factory=dict)
 
-    # -- outputs drained by the daemon ----------------------------------------
-    messages: list[tuple[Level, str]] = field(default_factory=list)
-
     # -- indexes -------------------------------------------------------------
     # (S,G) -> its exact route, or a list when several inbound interfaces name it
     # (the last wins): a list per route would cost 88 bytes each.
@@ -212,6 +209,7 @@ class Engine:
         self._check_interfaces(r.iif, *r.oifs)
         key = route_key(r)
         old = self.routes.get(key)
+        logs: list[Op] = []
         if old is not None:
             oifs = old.oifs + tuple(o for o in r.oifs if o not in old.oifs)
             if len(oifs) > MAX_OIFS:
@@ -222,13 +220,13 @@ class Engine:
             others = have if isinstance(have, list) else [have]
             other = next((x for x in others if x.iif != r.iif), None)
             if other is not None:
-                self._msg(
-                    "warning",
+                why = (
                     f"{r.sg()} is already routed from {other.iif}; a source and group can have "
-                    f"only one inbound interface, this route from {r.iif} wins",
+                    f"only one inbound interface, this route from {r.iif} wins"
                 )
+                logs.append(Log("warning", why))
         self.routes[key] = r
-        return self._route_changed(r, old)
+        return logs + self._route_changed(r, old)
 
     def remove_route(self, r: MRoute) -> list[Op]:
         """`smcroutectl remove`: the whole route, or only the OIFs given."""
@@ -276,14 +274,14 @@ class Engine:
             if key in self.mfc:
                 return []  # already resolved (a late duplicate upcall)
             if key not in self.learned and len(self.learned) >= self.max_learned:
-                if now - self._limit_logged >= LIMIT_LOG_INTERVAL:
-                    self._limit_logged = now
-                    self._msg(
-                        "warning",
-                        f"learned-entry limit ({self.max_learned}) reached: "
-                        f"not installing ({source}, {group}) from {iif} or other new sources",
-                    )
-                return []
+                if now - self._limit_logged < LIMIT_LOG_INTERVAL:
+                    return []
+                self._limit_logged = now
+                why = (
+                    f"learned-entry limit ({self.max_learned}) reached: "
+                    f"not installing ({source}, {group}) from {iif} or other new sources"
+                )
+                return [Log("warning", why)]
             self.learned[key] = Learned(iif)
             return self._sync_mfc([key], hook=True)
         if kind is UpcallKind.WRONGVIF:
@@ -402,9 +400,6 @@ class Engine:
     # ======================================================================
     # Internals
     # ======================================================================
-
-    def _msg(self, level: Level, text: str) -> None:
-        self.messages.append((level, text))
 
     def _missing(self, name: str) -> bool:
         return not is_wildcard(name) and name not in self.links
@@ -531,7 +526,8 @@ class Engine:
                     want(o)
         return list(seen)
 
-    def _vif_plan(self) -> dict[int, dict[str, Vif]]:
+    def _vif_plan(self, ops: list[Op]) -> dict[int, dict[str, Vif]]:
+        """The VIFs wanted, numbered; a warning into `ops` for each that has no room."""
         plan: dict[int, dict[str, Vif]] = {}
         for fam in self.families:
             cur = self.vifs[fam]
@@ -550,7 +546,7 @@ class Engine:
                     continue
                 free = next((i for i in range(MAXVIFS) if i not in used), None)
                 if free is None:
-                    self._msg("warning", f"no free VIF for {n}: the kernel allows {MAXVIFS}")
+                    ops.append(Log("warning", f"no free VIF for {n}: the kernel allows {MAXVIFS}"))
                     continue
                 used.add(free)
                 p = self._phyint_for(n)
@@ -684,8 +680,8 @@ class Engine:
         (2) removed VIFs are deleted, (3) new VIFs are added, (4) entries that
         need the new VIFs are written.
         """
-        plan = self._vif_plan()
         ops: list[Op] = []
+        plan = self._vif_plan(ops)
         removed: dict[int, set[int]] = {}
         added: dict[int, list[Vif]] = {}
         for fam in self.families:
@@ -803,6 +799,8 @@ def describe(op: Op) -> str:
         return f"send a multicast router advertisement (IPv{op.family}) on {op.ifname}"
     if isinstance(op, RunHook):
         return f"run the -e hook ({op.action})"
+    if isinstance(op, Log):
+        return op.text
     verb = "join" if isinstance(op, JoinGroup) else "leave"
     src = "*" if op.source is None else str(op.source)
     return f"{verb} group ({src}, {op.group}) on {op.ifname}"

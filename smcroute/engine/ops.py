@@ -1,7 +1,10 @@
-"""Kernel operations: what the engine asks the privileged helper to do.
+"""Kernel operations: what the engine asks the privileged helper to do, and
+the log lines that go with them.
 
-Pure values.  The engine emits them, `smcroute.helper_wire` turns each into
-the wire record of its kind, the helper validates and executes them.  Addresses are
+Pure values.  The engine emits them, in one stream; `smcroute.helper_wire`
+turns each kernel operation into the wire record of its kind, the helper
+validates and executes them; a `Log` is the daemon's to log (it never
+reaches the helper).  Addresses are
 `ipaddress` objects; `source=None` in an MFC op means origin 0 (a kernel
 (*,G) entry).  `ttls` lists (vif, threshold) for every outbound VIF; an entry
 with no outbound VIFs is a stop filter.  `Announce` changes no kernel state:
@@ -90,7 +93,16 @@ class RunHook:
     group: Address | None = None
 
 
-Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup | Announce | RunHook
+@dataclass(frozen=True, slots=True)
+class Log:
+    """A line for the daemon's log, in order with the operations around it."""
+
+    level: Level
+    text: str
+
+
+Level = Literal["err", "warning", "notice", "info", "debug"]
+Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup | Announce | RunHook | Log
 
 
 class UpcallKind(IntEnum):
