@@ -52,7 +52,6 @@ _LEVEL = {4: _socket.IPPROTO_IP, 6: _socket.IPPROTO_IPV6}
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import NoReturn
 
 
 def _quiet(fn: Callable[..., object], *args: object) -> None:
@@ -63,31 +62,11 @@ def _quiet(fn: Callable[..., object], *args: object) -> None:
         pass
 
 
-def _errno(fn: Callable[..., object], *args: object) -> int:
-    """0 if `fn(*args)` succeeds, else its errno."""
-    try:
-        fn(*args)
-    except OSError as e:
-        return e.errno or errno.EIO
-    return 0
-
-
-class _Stop(Exception):
-    """Raised from the SIGTERM handler to leave the loop and clean up."""
-
-
-def _on_term(signum: int, frame: object) -> NoReturn:
-    raise _Stop
-
-
 class Helper:
     """State and loop of the privileged helper (see the module docstring)."""
 
     def __init__(
-        self,
-        ipc: _socket.socket,
-        mr: dict[int, _socket.socket | None],
-        hook: str = "",
+        self, ipc: _socket.socket, mr: dict[int, _socket.socket | None], hook: str
     ) -> None:
         self.ipc = ipc
         self.mr = mr
@@ -225,9 +204,9 @@ class Helper:
         if s is None:
             return errno.EAFNOSUPPORT  # IPv4-only mode
         if isinstance(cmd, validate.Route):
-            return _errno(s.setsockopt, _LEVEL[cmd.family], cmd.option, cmd.value)
+            return kernel.errno_of(s.setsockopt, _LEVEL[cmd.family], cmd.option, cmd.value)
         if isinstance(cmd, validate.Vif):
-            err = _errno(s.setsockopt, _LEVEL[cmd.family], cmd.option, cmd.value)
+            err = kernel.errno_of(s.setsockopt, _LEVEL[cmd.family], cmd.option, cmd.value)
             if cmd.add and not err:
                 self.vifs[cmd.family][cmd.vif] = cmd.ifindex
             elif not cmd.add and err in (0, errno.EADDRNOTAVAIL):
@@ -247,7 +226,7 @@ class Helper:
             return errno.EBUSY
         dest = (mrdisc.GROUP4, 0) if fam == 4 else (mrdisc.GROUP6, 0, 0, ifindex)
         data, anc = mrdisc.advert(fam, cmd.interval), mrdisc.cmsgs(fam, ifindex)
-        return _errno(s.sendmsg, [data], anc, 0, dest)
+        return kernel.errno_of(s.sendmsg, [data], anc, 0, dest)
 
     # --- exit ------------------------------------------------------------------
     def close(self) -> None:
@@ -278,7 +257,9 @@ def main(argv: list[str]) -> int:
             raise ValueError
     except ValueError:
         return _usage("--ipc FD is required; --v4/--v6 take an fd")
-    _signal.signal(_signal.SIGTERM, _on_term)
+    # SIGTERM (the daemon's death: PR_SET_PDEATHSIG) raises KeyboardInterrupt to
+    # leave the loop and clean up.
+    _signal.signal(_signal.SIGTERM, _signal.default_int_handler)
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the daemon handles ^C and tells us (EOF)
     _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)  # reload is the daemon's business
     prctl.set_pdeathsig(_signal.SIGTERM)
@@ -307,7 +288,7 @@ def main(argv: list[str]) -> int:
         on = ", ".join(f"IPv{f} {'on' if s else 'off'}" for f, s in mr.items())
         helper.log(syslog.LOG_DEBUG, f"privileged helper ready ({on})")
         helper.run()
-    except _Stop:
+    except KeyboardInterrupt:
         pass
     finally:
         _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)

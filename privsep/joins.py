@@ -55,11 +55,7 @@ class JoinPool:
         else:
             opt = kernel.MCAST_JOIN_SOURCE_GROUP if join else kernel.MCAST_LEAVE_SOURCE_GROUP
             req = kernel.group_source_req(ifindex, group, source)
-        try:
-            j.sock.setsockopt(self.level, opt, req)
-        except OSError as e:
-            return e.errno or errno.EIO
-        return 0
+        return kernel.errno_of(j.sock.setsockopt, self.level, opt, req)
 
     def join(self, ifindex: int, group: bytes, source: bytes | None) -> int:
         key, gkey = (ifindex, group, source), (ifindex, group)

@@ -5,17 +5,24 @@ the packed kernel structures (vifctl, mfcctl, mif6ctl, mf6cctl, group_req,
 group_source_req) and the decoders of kernel upcalls (igmpmsg, mrt6msg).
 Layouts are x86_64/Linux as verified in doc/KERNEL.md.
 
-Must not: do any I/O or system call, import anything beyond `struct`,
-`_socket` (for constants) and `.wire` (its record type), or raise anything
-but `UpcallError` from a decoder.  Both the helper and the daemon import it.
+Also `errno_of(call, *args)`: the errno of a system call the helper makes.
+
+Must not: do any I/O or system call of its own, import anything beyond
+`errno`, `struct`, `_socket` (for constants) and `.wire` (its record type), or
+raise anything but `UpcallError` from a decoder.  Both the helper and the daemon import it.
 """
 
 from __future__ import annotations
 
 import _socket
+import errno
 import struct
 
 from .wire import NOCACHE, WRONGVIF, NamedTuple
+
+TYPE_CHECKING = False  # not from typing: see wire.py (the helper's RSS)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MAXVIFS = 32  # VIFs (IPv4) and MIFs (IPv6) per table: the one definition
 
@@ -96,6 +103,15 @@ def group_req(ifindex: int, group: bytes) -> bytes:
 def group_source_req(ifindex: int, group: bytes, source: bytes) -> bytes:
     """`struct group_source_req` (264 bytes) for MCAST_{JOIN,LEAVE}_SOURCE_GROUP."""
     return GROUP_SOURCE_REQ.pack(ifindex, _sockaddr(group), _sockaddr(source))
+
+
+def errno_of(call: Callable[..., object], *args: object) -> int:
+    """0 if `call(*args)` succeeds, else its errno."""
+    try:
+        call(*args)
+    except OSError as e:
+        return e.errno or errno.EIO
+    return 0
 
 
 # --- Upcalls --------------------------------------------------------------------
