@@ -7,8 +7,9 @@ and the multicast routing sockets inherited.
 Owns the multicast routing sockets and the group memberships, and the two
 duties that need its capabilities besides (see the README, "The privileged
 helper"): the `-e` hook (`hook`) and RFC 4286 advertisements (`mrdisc`).
-It keeps only CAP_NET_ADMIN + CAP_NET_RAW (`caps`), closes every fd it does
-not need, then serves one poll loop: a kernel upcall becomes an UPCALL, a
+It is born with only CAP_NET_ADMIN + CAP_NET_RAW (the daemon spawns it
+through `caps.exec_with`: it never handles capabilities itself), closes
+every fd it does not need, then serves one poll loop: a kernel upcall becomes an UPCALL, a
 valid Solicitation a SOLICIT; every OPS record goes through
 `validate.check`, the one judge of what a record means, and the command it
 yields is dispatched here to its system call; the answer is one errno per
@@ -35,7 +36,7 @@ import time
 
 import prctl  # type: ignore[import-untyped, unused-ignore]
 
-from . import caps, kernel, mrdisc, validate, wire
+from . import kernel, mrdisc, validate, wire
 from .hook import Hooks
 from .joins import JoinPool
 
@@ -279,12 +280,6 @@ def main(argv: list[str]) -> int:
     ipc.setblocking(True)
     helper = Helper(ipc, mr, opts.get("--hook", ""))
     try:
-        try:
-            for w in caps.restrict(caps.HELPER_CAPS):
-                helper.log(syslog.LOG_NOTICE, w)
-        except (OSError, caps.PrivilegeError) as e:
-            helper.log(syslog.LOG_ERR, f"cannot drop privileges: {e}")
-            return 77
         on = ", ".join(f"IPv{f} {'on' if s else 'off'}" for f, s in mr.items())
         helper.log(syslog.LOG_DEBUG, f"privileged helper ready ({on})")
         helper.run()

@@ -28,7 +28,7 @@ from typing import NoReturn
 
 import smcroute
 
-from . import daemon_wire, wire
+from . import caps, daemon_wire, wire
 from .daemon_wire import Solicit, Upcall
 from .wire import ProtoError, Record
 
@@ -297,7 +297,9 @@ def start_helper(
     hook: str | None = None,
     log: LogSink = _stderr,
 ) -> HelperClient:
-    """Spawn the privileged helper with the mroute sockets; close our copies."""
+    """Spawn the privileged helper with the mroute sockets and exactly
+    `caps.HELPER_CAPS`; close our copies.  Must be called as root; raises
+    OSError if it cannot be started with those capabilities."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for end in (parent, child):
         for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -318,11 +320,23 @@ def start_helper(
             close_fds=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
+            preexec_fn=caps.exec_with(caps.HELPER_CAPS),
         )
+    except subprocess.SubprocessError as e:
+        parent.close()
+        raise OSError(f"cannot give the helper its capabilities: {e}") from None
     finally:
         child.close()
         for mr in (v4, v6):
             if mr is not None:
                 mr.close()
+    try:  # it has exec'd by now
+        for warning in caps.check_child(proc.pid, caps.HELPER_CAPS):
+            log(syslog.LOG_NOTICE, warning)
+    except (OSError, caps.PrivilegeError) as e:
+        proc.kill()
+        proc.wait()
+        parent.close()
+        raise OSError(f"cannot drop the helper's privileges: {e}") from None
     parent.setblocking(True)
     return HelperClient(proc, parent, log)

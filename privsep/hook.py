@@ -2,9 +2,10 @@
 
 Owns spawning the command given on the helper's command line at start-up
 with one validated action (`reload`, or `install` with `source` and `group`
-in its environment), as uid 0 with only CAP_NET_ADMIN + CAP_NET_RAW
-(ambient, so `conntrack` works) and no-new-privs, stdin from /dev/null, in
-a session of its own; and reaping it, logging a non-zero exit status.
+in its environment), as uid 0 with only CAP_NET_ADMIN + CAP_NET_RAW (the
+helper's ambient capabilities, which exec hands on: `conntrack` works) and
+no-new-privs, stdin from /dev/null, in a session of its own; and reaping it,
+logging a non-zero exit status.
 
 Must not: take the command from the daemon, or wait for a hook.
 """
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import errno
 import os
-
-from . import caps
 
 TYPE_CHECKING = False  # not from typing: see wire.py (the helper's RSS)
 if TYPE_CHECKING:
@@ -38,17 +37,13 @@ class Hooks:
         environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS")}
         environ.update(env)
         try:
-            caps.ambient(True)
-            try:
-                pid = os.posix_spawnp(
-                    self.command,
-                    [self.command, action],
-                    environ,
-                    setsid=True,
-                    file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
-                )
-            finally:
-                caps.ambient(False)
+            pid = os.posix_spawnp(
+                self.command,
+                [self.command, action],
+                environ,
+                setsid=True,
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
+            )
         except OSError as e:
             return e.errno or errno.EIO
         self.running[pid] = action

@@ -419,10 +419,16 @@ def sc_caps() -> None:
     st = {k: v.strip() for k, v in st.items()}
     assert st["CapEff"] == "0000000000003000", st["CapEff"]
     assert st["CapPrm"] == "0000000000003000"
-    assert st["CapInh"] == "0000000000000000"
-    assert st["CapAmb"] == "0000000000000000"
+    # ambient (and so inheritable): how it got them through exec, and how the hook does
+    assert st["CapInh"] == "0000000000003000"
+    assert st["CapAmb"] == "0000000000003000"
     assert st["CapBnd"] == "0000000000003000"
     assert st["NoNewPrivs"] == "1"
+    from smcroute.privsep import caps
+
+    assert caps.check_child(w.h.pid, caps.HELPER_CAPS) == []  # what start_helper checked
+    with pytest.raises(caps.PrivilegeError, match="not exactly 0x3000"):
+        caps.check_child(os.getpid(), caps.HELPER_CAPS)  # this test: root, every capability
     assert st["Name"] == "smcroute-helper"
     rss_kb = int(st["VmRSS"].split()[0])
     assert rss_kb < 15 * 1024, rss_kb
