@@ -104,3 +104,28 @@ def test_ctl_as_non_root_is_a_clear_error(topology: Callable[..., RouterTopology
         assert "Traceback" not in r.stderr
     finally:
         d.stop()
+
+
+def test_pid_file_that_cannot_be_written_is_logged_and_routing_goes_on(
+    topology: Callable[..., RouterTopology],
+) -> None:
+    """The janitor writes the PID file; a failure is the main process's error
+    line, with the path and the reason, at start and at each reload."""
+    topo = topology(1)
+    d = Daemon(topo.router, netns.OUR_DAEMON, "")
+    target = d.dir / "elsewhere"
+    d.pidfile = str(d.dir / "link.pid")
+    os.symlink(target, d.pidfile)  # O_NOFOLLOW: never written through
+    try:
+        d.start()
+        line = f"cannot write PID file {d.pidfile}: Too many levels of symbolic links"
+        netns.wait_until(lambda: line in d.log(), what="the PID file error")
+        assert d.ctl("show").returncode == 0
+        os.kill(d.pid, signal.SIGHUP)
+        netns.wait_until(lambda: d.log().count(line) == 2, what="the error again after reload")
+        assert not target.exists() and os.path.islink(d.pidfile)
+        assert d.stop() == 0
+        log = d.log()  # not ours: the janitor leaves it
+        assert "removed the control socket" in log and "removed the PID file" not in log
+    finally:
+        d.stop()
