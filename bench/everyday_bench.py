@@ -37,9 +37,11 @@ import argparse
 import contextlib
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +71,7 @@ from netns import (  # noqa: E402  (the harness lives with the tests)
 IMPLS = {"ours": (OUR_DAEMON, OUR_CTL), "original": (ORIGINAL_DAEMON, ORIGINAL_CTL)}
 SECTIONS = ("ctl", "show", "start", "memory", "first", "cpu")
 GROUP4, GROUP6 = "225.1.1.1", "ff2e::1"
+PYTHON = [sys.executable]  # ours' interpreter (see install_ours)
 
 
 @dataclass
@@ -119,6 +122,28 @@ def rss_by_role(pid: int) -> dict[str, int]:
     return out
 
 
+def install_ours(where: Path) -> tuple[str, str, str]:
+    """Ours as users run it: this tree's wheel installed into a fresh venv
+    (byte-compiled, like the Debian package).  The development .venv holds an
+    editable install, whose import hook (setuptools' finder: pathlib,
+    ipaddress, urllib, re, ...) every process started from it runs first:
+    ~14 ms no installed package pays.  The dependencies (click, lark,
+    python-prctl) are .venv's, through one path line.  Returns the paths of
+    smcrouted, smcroutectl and python."""
+    venv, wheels, py = where / "venv", where / "wheels", str(where / "venv" / "bin" / "python")
+
+    def run(*argv: str) -> None:
+        subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+
+    pip = ("-m", "pip", "-q", "--disable-pip-version-check")
+    run(sys.executable, *pip, "wheel", "--no-deps", "-w", str(wheels), str(REPO))
+    run(sys.executable, "-m", "venv", str(venv))
+    run(py, *pip, "install", "--no-deps", "--no-index", str(next(wheels.glob("smcroute-*.whl"))))
+    deps = next((REPO / ".venv").glob("lib/python3*/site-packages"))
+    next(venv.glob("lib/python3*/site-packages")).joinpath("bench-deps.pth").write_text(f"{deps}\n")
+    return str(venv / "bin" / "smcrouted"), str(venv / "bin" / "smcroutectl"), py
+
+
 # --- sections --------------------------------------------------------------------
 
 
@@ -128,7 +153,7 @@ def section_ctl(impls: list[str], args: argparse.Namespace) -> None:
     put on the machine meanwhile weighs on all of them alike."""
     goal = "<= import click + 10 ms"
     cmds: list[tuple[str, str, list[str], tuple[int, ...]]] = [
-        ("python3 -c 'import click' (ours' floor)", "ours", [sys.executable, "-c", "import click"],
+        ("python3 -c 'import click' (ours' floor)", "ours", [PYTHON[0], "-c", "import click"],
          (0,)),
     ]  # fmt: skip
     with contextlib.ExitStack() as stack:
@@ -386,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--original-timeout", type=float, default=60.0)
     p.add_argument("--stop-timeout", type=float, default=30.0)
     p.add_argument("--trials", type=int, default=40, help="new sources per first-packet figure")
+    p.add_argument(
+        "--dev-venv",
+        action="store_true",
+        help="measure .venv's editable install as it is (default: this tree installed)",
+    )
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("everyday_bench: needs root (network namespaces)", file=sys.stderr)
@@ -401,8 +431,28 @@ def main(argv: list[str] | None = None) -> int:
             stdout=subprocess.DEVNULL,
             check=False,
         )
+    tmp = Path(tempfile.mkdtemp(prefix="everyday-"))
+    tmp.chmod(0o755)  # our daemon's main process reads its modules unprivileged
+    try:
+        return _run(args, only, impls, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, only: set[str], impls: list[str], tmp: Path) -> int:
+    ours = OUR_DAEMON
+    if "ours" in impls and not args.dev_venv:
+        print("... installing ours (wheel into a fresh venv)", flush=True)
+        ours, ctl, PYTHON[0] = install_ours(tmp)
+        IMPLS["ours"] = startup_bench.IMPLS["ours"] = (ours, ctl)
+        for name, (_d, _c, extra) in list(upcall_bench.IMPLS.items()):
+            if name.startswith("ours"):
+                upcall_bench.IMPLS[name] = (ours, ctl, extra)
     loads = [Path("/proc/loadavg").read_text().split()[0]]
-    print(f"kernel {os.uname().release}; ours {OUR_DAEMON}, original {ORIGINAL_DAEMON}")
+    print(f"kernel {os.uname().release}; ours {ours}, original {ORIGINAL_DAEMON}")
+    hooks = list((REPO / ".venv" / "lib").glob("python3*/site-packages/__editable__*finder.py"))
+    if "ours" in impls and args.dev_venv and hooks:
+        print("note: .venv's editable install runs an import hook in every process (~14 ms)")
     for impl in list(impls):
         if not os.access(IMPLS[impl][0], os.X_OK):
             print(f"{impl}: {IMPLS[impl][0]} missing, skipped")
