@@ -164,9 +164,11 @@ class _Out:
 
 
 Formatted = list[list[tuple[str, str, str, str, str]]]  # per table: (sg, iif, pk, by, oifs)
-RouteRow = tuple[str | None, str, str, Sequence[str], Any, Any]
-"""One route as `show` knows it: source text (None: any), group text, IIF,
-OIFs, packets, bytes (counters only matter with detail)."""
+Ifs = tuple[str, tuple[str, ...]]
+"""A route's IIF and OIFs (rows share one such pair: their text is made once)."""
+RouteRow = tuple[str | None, str, Ifs, Any, Any]
+"""One route as `show` knows it: source text (None: any), group text, (IIF,
+OIFs), packets, bytes (counters only matter with detail)."""
 
 
 def _routes(data: Any, out: _Out, detail: bool) -> None:
@@ -182,109 +184,120 @@ def _routes(data: Any, out: _Out, detail: bool) -> None:
             nbytes = _count(r.get("bytes"), "route bytes") if detail else ""
             formatted.append((_sg(r, "route"), iif, packets, nbytes, oifs))
         rows.append(formatted)
-    _route_layout(rows, out, detail)
-
-
-def _route_layout(
-    rows: list[list[tuple[str, str, str, str, str]]], out: _Out, detail: bool
-) -> None:
-    """The three route tables from formatted (sg, iif, packets, bytes, oifs) rows."""
     longest = max((len(r[1]) for table in rows for r in table), default=0)
-    iif_width = max(MIN_IIF, longest + 1)
+    pad = max(MIN_IIF, longest + 1) - 1
     if detail:
-        pad = iif_width - 1
         lines = [
             f"{sg:<{FIRST_COL - 1}} {iif:<{pad}}{pk:>{COUNTER_WIDTH}} {by:>{COUNTER_WIDTH}}  {o}"
             for table in rows
             for sg, iif, pk, by, o in table
         ]
     else:
-        pad = iif_width - 1
         lines = [
             f"{sg:<{FIRST_COL - 1}} {iif:<{pad}} {o}"
             for table in rows
             for sg, iif, _p, _b, o in table
         ]
-    header = (
+    i = 0
+    for (_key, title), table in zip(ROUTE_TABLES, rows, strict=True):
+        if table:
+            _route_heading(out, title, pad, detail)
+            out.lines += [line.rstrip() for line in lines[i : i + len(table)]]
+            i += len(table)
+
+
+def _route_heading(out: _Out, title: str, pad: int, detail: bool) -> None:
+    out.title(title)
+    out.header(
         _first("ROUTE (S,G)")
         + "IIF".ljust(pad)
         + (f"{'PACKETS':>{COUNTER_WIDTH}} {'BYTES':>{COUNTER_WIDTH}}  " if detail else " ")
         + "OIFS"
     )
-    i = 0
-    for (_key, title), table in zip(ROUTE_TABLES, rows, strict=True):
-        if not table:
-            continue
-        out.title(title)
-        out.header(header)
-        out.lines += [line.rstrip() for line in lines[i : i + len(table)]]
-        i += len(table)
 
 
 def routes_text(
-    tables: Sequence[Sequence[RouteRow]], *, detail: bool, plain: bool, headings: bool
+    tables: Sequence[Sequence[RouteRow]],
+    ifs: Sequence[Ifs],
+    *,
+    detail: bool,
+    plain: bool,
+    headings: bool,
 ) -> str:
-    """`show routes` from the daemon's own rows (asm, ssm, kernel): what
-    `format_show` makes of the same routes as a document."""
-    names: dict[str, str] = {}
+    """`show routes` from the daemon's own rows (asm, ssm, kernel; `ifs`: every
+    (IIF, OIFs) pair they hold): what `format_show` makes of the same routes
+    as a document.  One %-format per row: what follows the (S,G) column is
+    made once per (IIF, OIFs) pair."""
+    pad = max(MIN_IIF, max((len(iif) for iif, _ in ifs), default=0) + 1) - 1
+    W = COUNTER_WIDTH
+    tail: dict[int, str] = {}  # id(pair) -> the row's format, (S,G) and counters to fill in
+    for pair in ifs:
+        iif, oifs = pair
+        o = _clean(" ".join(oifs))
+        if detail:
+            # Counters end in a digit: only the OIFs' side can be stripped.
+            head = f" {_clean(iif):<{pad}}".replace("%", "%%")
+            rest = f"  {o}".rstrip().replace("%", "%%")
+            tail[id(pair)] = f"%-{FIRST_COL - 1}s{head}%s %s{rest}"
+        else:
+            rest = f" {_clean(iif):<{pad}} {o}".rstrip().replace("%", "%%")
+            # (S,G) ends in ")": with nothing after it, the line is the (S,G) alone.
+            tail[id(pair)] = f"%-{FIRST_COL - 1}s{rest}" if rest else "%s"
+    counts: dict[Any, str] = {}  # a counter -> its column (idle routes: many zeros)
 
-    def name(n: str) -> str:
-        c = names.get(n)
+    def count(n: Any) -> str:
+        c = counts.get(n)
         if c is None:
-            c = names[n] = _clean(n)
+            c = counts[n] = f"{int(n):>{W}}"
         return c
 
-    oifs_text: dict[tuple[str, ...], str] = {}
-    rows = []
-    for table in tables:
-        formatted = []
-        for source, group, iif, oifs, packets, nbytes in table:
-            key = tuple(oifs)
-            o = oifs_text.get(key)
-            if o is None:
-                o = oifs_text[key] = " ".join(name(x) for x in key)
-            # Addresses come from ipaddress/inet_ntop: no control characters.
-            sg = f"({source}, {group})" if source is not None else f"(*, {group})"
-            if detail:
-                formatted.append((sg, name(iif), str(int(packets)), str(int(nbytes)), o))
-            else:
-                formatted.append((sg, name(iif), "", "", o))
-        rows.append(formatted)
     out = _Out(plain, headings)
-    _route_layout(rows, out, detail)
+    for (_key, title), table in zip(ROUTE_TABLES, tables, strict=True):
+        if not table:
+            continue
+        _route_heading(out, title, pad, detail)
+        if detail:
+            out.lines += [
+                tail[id(o)] % (f"({'*' if s is None else s}, {g})", count(pk), count(by))
+                for s, g, o, pk, by in table
+            ]
+        else:
+            out.lines += [
+                tail[id(o)] % f"({'*' if s is None else s}, {g})" for s, g, o, _p, _b in table
+            ]
     return out.text()
 
 
-_ROUTE_KEYS = ("source", "group", "iif", "oifs", "packets", "bytes")
-
-
-def routes_json(tables: Sequence[Sequence[RouteRow]], *, detail: bool) -> str:
-    """`show -j routes` from the daemon's own rows: byte for byte what
-    `format_json` prints for the same routes (json.dumps, indent 2)."""
+def routes_json(tables: Sequence[Sequence[RouteRow]], ifs: Sequence[Ifs], *, detail: bool) -> str:
+    """`show -j routes` from the daemon's own rows (`ifs` as for `routes_text`):
+    byte for byte what `format_json` prints for the same routes (json.dumps,
+    indent 2)."""
     from _json import encode_basestring_ascii as q
 
     i6, i8, i10 = " " * 6, " " * 8, " " * 10
-    oifs_json: dict[tuple[str, ...], str] = {}
+    tail: dict[int, str] = {}  # id(pair) -> the object's end: IIF, OIFs (and counters)
+    for pair in ifs:
+        iif, oifs = pair
+        inner = f",\n{i10}".join(q(x) for x in oifs)
+        o = f"[\n{i10}{inner}\n{i8}]" if oifs else "[]"
+        end = f'{i8}"iif": {q(iif)},\n{i8}"oifs": {o}'.replace("%", "%%")
+        if detail:
+            end += f',\n{i8}"packets": %d,\n{i8}"bytes": %d'
+        tail[id(pair)] = f'{i6}{{\n{i8}"source": %s,\n{i8}"group": %s,\n{end}\n{i6}}}'
     parts = []
     for (key, _title), table in zip(ROUTE_TABLES, tables, strict=True):
         if not table:
             parts.append(f'    "{key}": []')
             continue
-        objs = []
-        for source, group, iif, oifs, packets, nbytes in table:
-            t = tuple(oifs)
-            o = oifs_json.get(t)
-            if o is None:
-                inner = f",\n{i10}".join(q(x) for x in t)
-                o = oifs_json[t] = f"[\n{i10}{inner}\n{i8}]" if t else "[]"
-            src = "null" if source is None else q(source)
-            obj = (
-                f'{i6}{{\n{i8}"source": {src},\n{i8}"group": {q(group)},\n'
-                f'{i8}"iif": {q(iif)},\n{i8}"oifs": {o}'
-            )
-            if detail:
-                obj += f',\n{i8}"packets": {int(packets)},\n{i8}"bytes": {int(nbytes)}'
-            objs.append(obj + f"\n{i6}}}")
+        if detail:
+            objs = [
+                tail[id(o)] % ("null" if s is None else q(s), q(g), int(pk), int(by))
+                for s, g, o, pk, by in table
+            ]
+        else:
+            objs = [
+                tail[id(o)] % ("null" if s is None else q(s), q(g)) for s, g, o, _p, _b in table
+            ]
         parts.append(f'    "{key}": [\n' + ",\n".join(objs) + "\n    ]")
     return '{\n  "routes": {\n' + ",\n".join(parts) + "\n  }\n}\n"
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from ipaddress import IPv4Address
-from socket import AF_INET, inet_ntop
 from typing import Any
 
 from smcroute.engine.core import Engine, EngineError
 from smcroute.model import Address, MGroup, MRoute, fmt_prefix
-from smcroute.output import ROUTE_TABLES, RouteRow, routes_json, routes_text
+from smcroute.output import ROUTE_TABLES, Ifs, RouteRow, routes_json, routes_text
 
 Counters = Mapping[tuple[int, object, object], tuple[int, int]]  # -> (packets, bytes)
+_DECIMAL = [str(i) for i in range(256)]
 
 
 def _addr_str(addr: Address | None, length: int | None = None) -> str | None:
@@ -59,60 +59,94 @@ def document(engine: Engine, what: str, detail: bool, counters: Counters) -> Any
     )
 
 
-def route_rows(engine: Engine, detail: bool, counters: Counters) -> list[list[RouteRow]]:
-    """Templates (asm), rules (ssm) and kernel entries as rows; counters only with `detail`."""
+def route_rows(
+    engine: Engine, detail: bool, counters: Counters
+) -> tuple[list[list[RouteRow]], list[Ifs]]:
+    """Templates (asm), rules (ssm) and kernel entries as rows, and the distinct
+    (IIF, OIFs) pairs the rows share; counters only with `detail`."""
     texts: dict[int, str] = {}  # id(address) -> its text: kernel rows reuse the rules'
+    d = _DECIMAL
 
     def text(addr: Address) -> str:
-        t = texts.get(id(addr))
-        if t is None:
-            # inet_ntop is str() for IPv4, ~4x faster; the engine keeps addr alive.
-            t = inet_ntop(AF_INET, addr.packed) if type(addr) is IPv4Address else str(addr)
-            texts[id(addr)] = t
+        # str() of an IPv4Address, ~4x faster (its _ip: the address as an int,
+        # what ipaddress stores); the engine keeps addr alive while texts lives.
+        if type(addr) is IPv4Address:
+            i = addr._ip  # type: ignore[attr-defined]
+            t = texts[id(addr)] = f"{d[i >> 24]}.{d[i >> 16 & 255]}.{d[i >> 8 & 255]}.{d[i & 255]}"
+        else:
+            t = texts[id(addr)] = str(addr)
         return t
 
     def prefix(addr: Address, length: int) -> str:
-        if length == (32 if type(addr) is IPv4Address else 128):
-            return text(addr)
-        return f"{text(addr)}/{length}"
+        t = texts.get(id(addr)) or text(addr)
+        return t if length == (32 if type(addr) is IPv4Address else 128) else f"{t}/{length}"
 
-    templates = engine.templates()
-    asm: list[RouteRow] = []
+    shared: dict[tuple[str, tuple[str, ...]], Ifs] = {}  # one (IIF, OIFs) object per pair
+    ifs_of: dict[int, Ifs] = {}  # id(oifs tuple or kernel entry) -> its pair
+
+    def ifs(iif: str, oifs: tuple[str, ...]) -> Ifs:
+        key = (iif, oifs)
+        return shared.get(key) or shared.setdefault(key, key)
+
+    get = counters.get
+    no = (0, 0)
+    templates: list[MRoute] = []
     ssm: list[RouteRow] = []
-    for r in engine.rules():
-        pk, by = counters.get((r.family, r.source, r.group), (0, 0)) if detail else (0, 0)
-        src = None if r.source is None else prefix(r.source, r.source_len)
-        ssm.append((src, prefix(r.group, r.group_len), r.iif, r.oifs, pk, by))
+    rule_rows: dict[int, tuple[Address, RouteRow]] = {}  # id(group) -> (source, its rule's row)
+    for r in engine.routes.values():
+        if r.is_template:
+            templates.append(r)
+            continue
+        src, grp = r.source, r.group
+        assert src is not None  # a rule has a source
+        pk, by = get((4 if type(grp) is IPv4Address else 6, src, grp), no) if detail else no
+        o = ifs_of.get(id(r.oifs))
+        if o is None or o[0] != r.iif:
+            o = ifs_of[id(r.oifs)] = ifs(r.iif, r.oifs)
+        row = (text(src), text(grp), o, pk, by)
+        ssm.append(row)
+        rule_rows[id(grp)] = (src, row)
     kernel: list[RouteRow] = []
     per_template: dict[int, list[int]] = {}
     tindex = {id(t): i for i, t in enumerate(templates)}
-    for row in engine.kernel_rows():
-        src = None if row.source is None else text(row.source)
-        if not detail:
-            kernel.append((src, text(row.group), row.iif, row.oifs, 0, 0))
+    names = engine.mfc_names()
+    for (fam, src, grp), m in engine.mfc.items():
+        o = ifs_of.get(id(m))
+        if o is None:
+            o = ifs_of[id(m)] = ifs(*names(fam, m))
+        rule = rule_rows.get(id(grp))
+        if rule is not None and rule[0] is src:  # a rule's entry: its texts and counters
+            s, g, _o, pk, by = rule[1]
+            kernel.append((s, g, o, pk, by))
             continue
-        pk, by = counters.get((row.family, row.source, row.group), (0, 0))
-        kernel.append((src, text(row.group), row.iif, row.oifs, pk, by))
-        if row.kind == "learned" and row.source is not None:
-            t = engine.template_for(row.family, row.iif, row.source, row.group)
+        s = None if src is None else texts.get(id(src)) or text(src)
+        g = texts.get(id(grp)) or text(grp)
+        if not detail:
+            kernel.append((s, g, o, 0, 0))
+            continue
+        pk, by = get((fam, src, grp), no)
+        kernel.append((s, g, o, pk, by))
+        if m.kind == "learned" and src is not None:
+            t = engine.template_for(fam, o[0], src, grp)
             if t is not None and id(t) in tindex:
                 acc = per_template.setdefault(tindex[id(t)], [0, 0])
                 acc[0] += pk
                 acc[1] += by
+    asm: list[RouteRow] = []
     for i, t in enumerate(templates):
-        pk, by = per_template.get(i, (0, 0)) if detail else (0, 0)
-        src = None if t.source is None else prefix(t.source, t.source_len)
-        asm.append((src, prefix(t.group, t.group_len), t.iif, t.oifs, pk, by))
-    return [asm, ssm, kernel]
+        pk, by = per_template.get(i, no) if detail else no
+        st = None if t.source is None else prefix(t.source, t.source_len)
+        asm.append((st, prefix(t.group, t.group_len), ifs(t.iif, t.oifs), pk, by))
+    return [asm, ssm, kernel], list(shared.values())
 
 
 def routes(engine: Engine, detail: bool, counters: Counters) -> Any:
     """The routes document (doc/SPEC.md §4 JSON)."""
-    tables = route_rows(engine, detail, counters)
+    tables, _ifs = route_rows(engine, detail, counters)
     out: dict[str, list[dict[str, Any]]] = {}
     for (key, _title), table in zip(ROUTE_TABLES, tables, strict=True):
         objs = []
-        for source, group, iif, oifs, pk, by in table:
+        for source, group, (iif, oifs), pk, by in table:
             obj: dict[str, Any] = {"source": source, "group": group, "iif": iif, "oifs": list(oifs)}
             if detail:
                 obj["packets"], obj["bytes"] = pk, by
@@ -124,10 +158,10 @@ def routes(engine: Engine, detail: bool, counters: Counters) -> Any:
 def render_routes(engine: Engine, fmt: str, detail: bool, counters: Counters) -> str:
     """`show routes` as smcroutectl prints it (see `smcroute.output.render`), from
     the rows directly: the same bytes as rendering the document, much sooner."""
-    tables = route_rows(engine, detail, counters)
+    tables, ifs = route_rows(engine, detail, counters)
     if fmt == "json":
-        return routes_json(tables, detail=detail)
-    return routes_text(tables, detail=detail, plain=fmt != "ansi", headings=fmt != "rows")
+        return routes_json(tables, ifs, detail=detail)
+    return routes_text(tables, ifs, detail=detail, plain=fmt != "ansi", headings=fmt != "rows")
 
 
 def groups(engine: Engine) -> Any:

@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import sys
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from typing import Any
 
 from smcroute.engine.core import Engine
@@ -192,11 +194,21 @@ class CountersView(Mapping[tuple[int, object, object], tuple[int, int]]):
         self.where = {k: i for i, k in enumerate(sample.keys)}
 
     def __getitem__(self, key: tuple[int, object, object]) -> tuple[int, int]:
-        fam, src, grp = key
-        i = self.where.get(key64(fam, src, grp))  # type: ignore[arg-type]
-        if i is None:
+        got: tuple[int, int] | None = self.get(key)
+        if got is None:
             raise KeyError(key)
-        return self.sample.packets[i], self.sample.bytes[i]
+        return got
+
+    def get(self, key: tuple[int, object, object], default: Any = None) -> Any:
+        """`show -d` asks once per row: key64 inline for IPv4 (the addresses'
+        int values, as ipaddress stores them), no exception for a miss."""
+        fam, src, grp = key
+        if fam == 4 and type(grp) is IPv4Address:
+            k = ((0 if src is None else src._ip) << 28) | (grp._ip & _G28)  # type: ignore[attr-defined]
+        else:
+            k = key64(fam, src, grp)  # type: ignore[arg-type]
+        i = self.where.get(k)
+        return default if i is None else (self.sample.packets[i], self.sample.bytes[i])
 
     def __iter__(self) -> Iterator[tuple[int, object, object]]:
         return iter(())  # lookups only
@@ -208,8 +220,13 @@ class CountersView(Mapping[tuple[int, object, object], tuple[int, int]]):
 # --- netlink -------------------------------------------------------------------
 
 
-def _dump(nl: Netlink, kind: int, body: bytes) -> Iterator[tuple[int, bytes, int, int]]:
-    """Raw dump: (type, buffer, payload offset, payload end) per message."""
+def _dump(
+    nl: Netlink, kind: int, body: bytes, batch: Callable[[bytes, int], bool] | None = None
+) -> Iterator[tuple[int, bytes, int, int]]:
+    """Raw dump: (type, buffer, payload offset, payload end) per message.
+
+    `batch(buffer, seq)`, if given, may take a whole buffer at once (True);
+    the messages of a buffer it leaves are yielded one by one."""
     nl.seq += 1
     seq = nl.seq
     msg = _NLMSG.pack(16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
@@ -220,6 +237,8 @@ def _dump(nl: Netlink, kind: int, body: bytes) -> Iterator[tuple[int, bytes, int
             data = nl.sock.recv(1 << 17)
         except OSError as e:
             raise NetlinkError(f"netlink dump failed: {os.strerror(e.errno or 0)}") from e
+        if batch is not None and batch(data, seq):
+            continue
         off, size = 0, len(data)
         while off + 16 <= size:
             length, k, _flags, mseq, _pid = unpack(data, off)
@@ -324,6 +343,69 @@ def parse_mfc(data: bytes, off: int, end: int, table: int) -> tuple[int, int, in
     return _raw_key(4 if size == 4 else 6, src, grp), pk, by, wr, idle
 
 
+_ATTR_HEADS = {  # (length, type) of RTA_TABLE, RTA_SRC, RTA_DST, RTA_MFC_STATS, RTA_EXPIRES
+    fam: tuple(int.from_bytes(_RTA.pack(n, t), sys.byteorder) for n, t in heads)
+    for fam, heads in (
+        (4, ((8, RTA_TABLE), (8, RTA_SRC), (8, RTA_DST), (28, RTA_MFC_STATS), (12, RTA_EXPIRES))),
+        (6, ((8, RTA_TABLE), (20, RTA_SRC), (20, RTA_DST), (28, RTA_MFC_STATS), (12, RTA_EXPIRES))),
+    )
+}
+_BATCH: dict[tuple[int, int], struct.Struct | None] = {}
+
+
+def _batch_struct(family: int, length: int) -> struct.Struct | None:
+    """A whole message of `length` bytes as `parse_mfc_fast` reads it (no
+    RTA_PAD), padded to its 4-byte stride: for buffers of such messages only."""
+    got = _BATCH.get((family, length))
+    if got is None and (family, length) not in _BATCH:
+        a = "I" if family == 4 else "16s"
+        head = f"=IH2xI4x8xIII I{a} I{a}"  # nlmsghdr, rtmsg (flags), table, source, group
+        skip = length - struct.calcsize(head) - 40
+        tail = f"{skip}xIQQQ IQ{-length % 4}x"  # stats, expires
+        got = _BATCH[(family, length)] = struct.Struct(head + tail) if skip >= 0 else None
+    return got
+
+
+def _batch_mfc(family: int, table: int, cols: Columns) -> Callable[[bytes, int], bool]:
+    """Takes a buffer of nothing but entries of `table` in one layout (the usual
+    case: the same number of OIFs) at C speed: one unpack for all of them."""
+    keys, packets, nbytes, wrong, idle = cols
+    heads = _ATTR_HEADS[family]
+
+    def take(data: bytes, seq: int) -> bool:
+        if len(data) < 16:
+            return False
+        length = _U32.unpack_from(data, 0)[0]
+        st = _batch_struct(family, length)
+        if st is None or len(data) % st.size:
+            return False
+        c = list(zip(*st.iter_unpack(data), strict=True))
+        if (
+            {length} != set(c[0])
+            or {RTM_NEWROUTE} != set(c[1])
+            or {seq} != set(c[2])
+            or any(f & RTNH_F_UNRESOLVED for f in set(c[3]))
+            or {table} != set(c[5])
+            or any({h} != set(c[i]) for h, i in zip(heads, (4, 6, 8, 10, 14), strict=True))
+        ):
+            return False  # message by message, as the kernel wrote them
+        if family == 4:
+            src, grp = array("I", c[7]), array("I", c[9])
+            if sys.byteorder == "little":
+                src.byteswap()  # network order: the same keys as key64
+                grp.byteswap()
+            keys.extend([(s << 28) | (g & _G28) for s, g in zip(src, grp, strict=True)])
+        else:
+            keys.extend([_raw_key(6, s, g) for s, g in zip(c[7], c[9], strict=True)])
+        packets.extend(c[11])
+        nbytes.extend(c[12])
+        wrong.extend(c[13])
+        idle.extend([t / USER_HZ for t in c[15]])
+        return True
+
+    return take
+
+
 def dump_mfc(nl: Netlink, families: tuple[int, ...], table: int) -> Columns:
     """Every resolved entry of our table(s), as columns (see `_columns`)."""
     cols = _columns()
@@ -332,7 +414,7 @@ def dump_mfc(nl: Netlink, families: tuple[int, ...], table: int) -> Columns:
         nl_family = RTNL_FAMILY_IPMR if fam == 4 else RTNL_FAMILY_IP6MR
         tbl = default_table(fam, table)
         body = _RTMSG.pack(nl_family, 0, 0, 0, 0, 0, 0, 0, 0)
-        for kind, data, off, end in _dump(nl, RTM_GETROUTE, body):
+        for kind, data, off, end in _dump(nl, RTM_GETROUTE, body, _batch_mfc(fam, tbl, cols)):
             if kind != RTM_NEWROUTE:
                 continue
             row: Any = parse_mfc_fast(data, off, end, tbl, fam)

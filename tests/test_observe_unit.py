@@ -90,6 +90,76 @@ def test_parse_mfc_skips_other_tables_unresolved_and_junk() -> None:
     assert stats.parse_mfc(b"\x80\x00", 0, 2, 253) is None
 
 
+class DumpSocket:
+    """A netlink socket that answers a dump with the given buffers (messages
+    given as payloads: the header, with the request's sequence number, added)."""
+
+    def __init__(self, buffers: list[list[tuple[int, bytes]]]) -> None:
+        self.buffers = buffers
+        self.seq = 0
+
+    def send(self, msg: bytes) -> int:
+        self.seq = struct.unpack_from("=I", msg, 8)[0]
+        return len(msg)
+
+    def recv(self, _n: int) -> bytes:
+        out = b""
+        for kind, payload in self.buffers.pop(0):
+            raw = struct.pack("=IHHII", 16 + len(payload), kind, 2, self.seq, 0) + payload
+            out += raw + bytes(-len(raw) % 4)
+        return out
+
+
+def dump(family: int, buffers: list[list[tuple[int, bytes]]], table: int = 253) -> list[list]:
+    nl: Any = type("NL", (), {"seq": 0, "sock": DumpSocket([*buffers, [(stats.NLMSG_DONE, b"")]])})
+    return [col.tolist() for col in stats.dump_mfc(nl, (family,), table)]
+
+
+def entries(family: int, n: int, **kw: Any) -> list[tuple[int, bytes]]:
+    out = []
+    for i in range(n):
+        src = ip_address(f"10.0.{i}.2" if family == 4 else f"fd00::{i}:2").packed
+        grp = ip_address(f"225.1.1.{i}" if family == 4 else f"ff2e::{i}").packed
+        body = mfc_msg(family, src, grp, (i, 100 * i, i % 3), 250 + i, **kw)
+        out.append((stats.RTM_NEWROUTE, body))
+    return out
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_dump_takes_whole_buffers_as_message_by_message(
+    family: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buffer of same-layout entries is read in one unpack: the columns are
+    the ones the per-message parsers give; any other buffer is read message
+    by message (a foreign table, an unresolved entry, RTA_PAD, mixed lengths)."""
+    same = entries(family, 5, pad=False)
+    cols = stats._columns()
+    for _kind, body in same:
+        row = both_parsers(body, 253, family)
+        assert isinstance(row, tuple)
+        for col, v in zip(cols, (*row[:4], row[4] / stats.USER_HZ), strict=True):
+            col.append(v)  # type: ignore[arg-type]
+    want = [col.tolist() for col in cols]
+    taken = []
+    batch = stats._batch_mfc
+
+    def spy(*args: Any) -> Any:
+        take = batch(*args)
+        return lambda data, seq: taken.append(take(data, seq)) or taken[-1]
+
+    monkeypatch.setattr(stats, "_batch_mfc", spy)
+    assert dump(family, [same]) == want
+    assert dump(family, [same[:2], same[2:]]) == want
+    assert taken == [True, False, True, True, False]  # the entries, then NLMSG_DONE
+    foreign = entries(family, 1, pad=False, table=7)
+    unresolved = entries(family, 1, pad=False, flags=stats.RTNH_F_UNRESOLVED)
+    mixed = [same[:2], [*foreign, same[2]], [same[3], *unresolved], [same[4]]]
+    assert dump(family, mixed) == want
+    padded = entries(family, 5, pad=True)
+    assert dump(family, [padded[:3], padded[3:]]) == want
+    assert dump(family, [same[:1], padded[1:2] + same[2:]]) == want
+
+
 def test_parse_vif_table_and_mif_proc() -> None:
     def vif(vif_id: int, ifindex: int, counts: tuple[int, int, int, int]) -> bytes:
         pi, bi, po, bo = counts

@@ -14,7 +14,15 @@ from test_engine import engine, route
 from smcroute.engine.core import Engine, Link
 from smcroute.engine.ops import UpcallKind
 from smcroute.model import Config
-from smcroute.output import ROUTE_TABLES, RouteRow, render, routes_json
+from smcroute.output import (
+    ROUTE_TABLES,
+    Ifs,
+    RouteRow,
+    format_show,
+    render,
+    routes_json,
+    routes_text,
+)
 from smcroute.show import document, render_routes
 
 NOCACHE, WRONGVIF = UpcallKind.NOCACHE, UpcallKind.WRONGVIF
@@ -67,14 +75,12 @@ def test_empty_tables(fmt: str) -> None:
 
 
 name = st.text(max_size=12)
-row = st.tuples(
-    st.none() | name,
-    name,
-    name,
-    st.lists(name, max_size=3).map(tuple),
-    st.integers(0, 2**64),
-    st.integers(0, 2**64),
-)
+pair = st.tuples(name, st.lists(name, max_size=3).map(tuple))
+row = st.tuples(st.none() | name, name, pair, st.integers(0, 2**64), st.integers(0, 2**64))
+
+
+def distinct(tables: list[list[RouteRow]]) -> list[Ifs]:
+    return list({id(r[2]): r[2] for t in tables for r in t}.values())
 
 
 @given(st.lists(st.lists(row, max_size=3), min_size=3, max_size=3), st.booleans())
@@ -84,9 +90,29 @@ def test_routes_json_is_json_dumps(tables: list[list[RouteRow]], detail: bool) -
             key: [
                 {"source": s, "group": g, "iif": i, "oifs": list(o)}
                 | ({"packets": p, "bytes": b} if detail else {})
-                for s, g, i, o, p, b in table
+                for s, g, (i, o), p, b in table
             ]
             for (key, _title), table in zip(ROUTE_TABLES, tables, strict=True)
         }
     }
-    assert routes_json(tables, detail=detail) == json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
+    want = json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
+    assert routes_json(tables, distinct(tables), detail=detail) == want
+
+
+addr = st.text("0123456789abcdef.:/", min_size=1, max_size=45)  # what the daemon's rows hold
+text_row = st.tuples(st.none() | addr, addr, pair, st.integers(0, 2**64), st.integers(0, 2**64))
+
+
+@given(
+    st.lists(st.lists(text_row, max_size=3), min_size=3, max_size=3), st.booleans(), st.booleans()
+)
+def test_routes_text_is_format_show(
+    tables: list[list[RouteRow]], detail: bool, headings: bool
+) -> None:
+    """Any interface names (spaces, "%", control characters, empty), any widths,
+    (S,G) longer than its column: the rows print as the document does."""
+    doc = json.loads(routes_json(tables, distinct(tables), detail=detail))
+    for plain in (True, False):
+        want = format_show("routes", doc, detail=detail, plain=plain, headings=headings)
+        got = routes_text(tables, distinct(tables), detail=detail, plain=plain, headings=headings)
+        assert got == want

@@ -19,7 +19,7 @@ output is in the one list of operations an input returns: a warning is a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -345,7 +345,7 @@ class Engine:
         return [r for r in self.routes.values() if not r.is_template]
 
     def kernel_rows(self) -> list[KernelRow]:
-        names = {fam: {v.vif: v.name for v in vifs.values()} for fam, vifs in self.vifs.items()}
+        names = self.mfc_names()
         # Interface names per (family, entry value): rules share their Mfc values
         # (by identity: hashing an Mfc is slow; each stays alive in self.mfc).
         ifs: dict[tuple[int, int], tuple[str, tuple[str, ...]]] = {}
@@ -354,10 +354,19 @@ class Engine:
             k = (fam, id(m))
             have = ifs.get(k)
             if have is None:
-                n = names.get(fam, {})
-                have = ifs[k] = (n.get(m.parent, "?"), tuple(n.get(v, "?") for v, _ in m.ttls))
+                have = ifs[k] = names(fam, m)
             rows.append(KernelRow(fam, src, grp, have[0], have[1], m.kind))
         return rows
+
+    def mfc_names(self) -> Callable[[int, Mfc], tuple[str, tuple[str, ...]]]:
+        """(IIF, OIFs) names of an entry of `mfc` ("?": a VIF without a name)."""
+        names = {fam: {v.vif: v.name for v in vifs.values()} for fam, vifs in self.vifs.items()}
+
+        def of(family: int, m: Mfc) -> tuple[str, tuple[str, ...]]:
+            n = names.get(family, {})
+            return n.get(m.parent, "?"), tuple(n.get(v, "?") for v, _ in m.ttls)
+
+        return of
 
     def template_for(self, family: int, iif: str, source: Address, group: Address) -> MRoute | None:
         """The template that forwards (source, group) arriving on `iif`, if any."""
