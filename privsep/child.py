@@ -77,6 +77,8 @@ class Helper:
         self.parent_gone = False
         self.last: dict[tuple[str, int, int], float] = {}  # rate limits: last event per key
         self.dropped, self.dropped_at = 0, 0.0  # bad kernel messages since the last log line
+        self.rules: list[validate.Rule] = []  # the daemon's table (see wire, UPCALL INSTALLED)
+        self.epoch = self.budget = 0
 
     # --- talking to the daemon ---------------------------------------------------
     def send(self, msg: bytes) -> None:
@@ -167,9 +169,23 @@ class Helper:
             except kernel.UpcallError as e:
                 self.drop(fam, str(e))
                 continue
-            self.send(wire.encode_upcall(fam, up.msgtype, up.vif, up.source, up.group))
+            seq = self.by_rule(fam, s, up) if up.msgtype == wire.NOCACHE else 0
+            kind = wire.INSTALLED if seq else up.msgtype
+            self.send(wire.encode_upcall(fam, kind, up.vif, up.source, up.group, seq))
             if self.parent_gone:
                 return
+
+    def by_rule(self, fam: int, s: _socket.socket, up: kernel.RawUpcall) -> int:
+        """Install a new (S,G) by the first rule it matches: epoch << 16 | rule, else 0."""
+        sg = int.from_bytes(up.source + up.group)
+        for i, r in enumerate(self.rules):
+            if r.family == fam and r.parent == up.vif and sg & r.mask == r.net:
+                value = r.parts[0] + up.source + r.parts[1] + up.group + r.parts[2]
+                if self.budget <= 0 or kernel.errno_of(s.setsockopt, _LEVEL[fam], r.option, value):
+                    return 0
+                self.budget -= 1
+                return self.epoch << 16 | i
+        return 0
 
     def solicitation(self, fam: int, data: bytes, anc: list[mrdisc.Cmsg], addr: object) -> None:
         src = b""
@@ -201,9 +217,17 @@ class Helper:
             return errno.EINVAL
         if isinstance(cmd, validate.Hook):
             return self.hooks.start(cmd.action, cmd.env)
+        if isinstance(cmd, wire.Rules):
+            self.rules, self.epoch, self.budget = [], cmd.epoch, cmd.budget
+            return 0
         s = self.mr.get(cmd.family)
         if s is None:
             return errno.EAFNOSUPPORT  # IPv4-only mode
+        if isinstance(cmd, validate.Rule):
+            if len(self.rules) >= wire.MAX_RULES:
+                return errno.ENOSPC
+            self.rules.append(cmd)
+            return 0
         if isinstance(cmd, validate.Route):
             return kernel.errno_of(s.setsockopt, _LEVEL[cmd.family], cmd.option, cmd.value)
         if isinstance(cmd, validate.Vif):

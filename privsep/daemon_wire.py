@@ -40,13 +40,15 @@ class Reply(NamedTuple):
 
 
 class Upcall(NamedTuple):
-    """A kernel upcall as the helper forwards it; addresses raw (4 or 16 bytes)."""
+    """A kernel upcall as the helper forwards it; addresses raw (4 or 16 bytes).
+    `seq` is the header's: epoch << 16 | rule for kind INSTALLED, else 0."""
 
     family: int
     kind: int
     vif: int
     source: bytes
     group: bytes
+    seq: int = 0
 
 
 class Solicit(NamedTuple):
@@ -104,7 +106,7 @@ def _decode(data: memoryview) -> Message:
         n = {4: 4, 6: 16}.get(fam, 0)
         if not n or src[n:] != bytes(16 - n) or grp[n:] != bytes(16 - n):
             raise ProtoError(f"UPCALL family {fam} and addresses disagree")
-        return Upcall(fam, kind, vif, src[:n], grp[:n])
+        return Upcall(fam, kind, vif, src[:n], grp[:n], seq)
     if mtype == T_SOLICIT and count == 1 and len(body) == SOLICIT.size:
         return Solicit(*SOLICIT.unpack(body))
     if mtype == T_LOG and count <= MAX_LOG and len(body) == 1 + count:

@@ -43,8 +43,12 @@ Membership = NamedTuple(
 )
 Advert = NamedTuple("Advert", [("family", int), ("ifindex", int), ("interval", int)])
 Hook = NamedTuple("Hook", [("action", str), ("env", tuple[tuple[str, str], ...])])
+# Rule: a NOCACHE upcall of `family` on VIF `parent` whose int(source + group)
+# & mask == net: setsockopt(`option`, parts[0] + source + parts[1] + group + parts[2]).
+Rule = NamedTuple("Rule", [("family", int), ("parent", int), ("mask", int), ("net", int),
+                           ("option", int), ("parts", tuple[bytes, bytes, bytes])])  # fmt: skip
 Refusal = NamedTuple("Refusal", [("why", str)])
-Command = Vif | Route | Membership | Advert | Hook
+Command = Vif | Route | Membership | Advert | Hook | wire.Rules | Rule
 
 
 class _Bad(Exception):
@@ -140,4 +144,25 @@ def _check(r: wire.Record) -> Command:
         if not any(src):
             raise _Bad("install hook without a source")
         return Hook("install", (("source", ntop(r.family, src)), ("group", ntop(r.family, grp))))
+    if isinstance(r, wire.Rules | wire.Rule):  # a table, a rule: any epoch, budget
+        return _rule(r) if isinstance(r, wire.Rule) else r
     raise _Bad(f"no such record {type(r).__name__}")
+
+
+def _rule(r: wire.Rule) -> Rule:
+    src, grp = _sg(r.family, r.source, r.group)
+    bits, n, parent = 8 * len(src), len(src), _vif(r.parent)
+    if not (4 if n == 4 else 8) <= r.group_len <= bits or r.source_len > bits:
+        raise _Bad(f"rule prefix lengths {r.source_len}, {r.group_len} out of range")
+    ones, net = (1 << bits) - 1, int.from_bytes(src + grp)
+    mask = (ones >> r.source_len ^ ones) << bits | ones >> r.group_len ^ ones
+    if net & ~mask:
+        raise _Bad("rule prefix with host bits set")
+    oifs = sum(1 << i for i, o in enumerate(r.outs) if o)  # IPv6
+    if n == 4:
+        value = kernel.mfcctl(src, grp, parent, r.outs)
+    else:
+        value = kernel.mf6cctl(src, grp, parent, oifs)
+    a, b = (0, 4) if n == 4 else (8, 36)  # where source and group are in `value`
+    option = kernel.MRT_ADD_MFC  # = MRT6_ADD_MFC
+    return Rule(r.family, parent, mask, net, option, (value[:a], value[a + n : b], value[b + n :]))

@@ -17,10 +17,18 @@ record kinds fully determine.  Little-endian, no padding anywhere.
                network-order bytes; in an A16 field an IPv4 address fills the
                first 4 and the rest is zero; an all-zero source means none (a
                (*,G) entry, an any-source join).  Advertise's interval is in s.
+               Rules (epoch 1..65535, budget) starts a new, empty rule table
+               in which the helper installs at most `budget` entries; each Rule
+               is appended to it (outs: IPv4 thresholds per VIF as TTLS; IPv6
+               nonzero = MIF is an output).
     helper -> daemon
       REPLY    count i32 errnos, one per record
       UPCALL   count 1: <BBB16s16s family, kind (NOCACHE 1, WRONGVIF 2), vif,
-               source, group
+               source, group.  Kind INSTALLED 3: a NOCACHE the helper answered
+               itself, installing the entry by rule (seq & 0xFFFF) of the table
+               of epoch (seq >> 16): the first rule (in order) whose family,
+               parent VIF, source and group prefixes match; an exhausted budget
+               or a failed write leaves it a NOCACHE
       SOLICIT  count 1: <BI family, ifindex -- an RFC 4286 Solicitation arrived
       LOG      count = text length: level u8 (syslog) + UTF-8 text <= MAX_LOG
 
@@ -51,6 +59,7 @@ if TYPE_CHECKING:
     from typing import NamedTuple as NamedTuple
 
     U8 = int
+    U16 = int
     U32 = int
     A4 = bytes  # an IPv4 address
     A16 = bytes  # an IPv6 address, or an IPv4 one and 12 zero bytes
@@ -58,7 +67,7 @@ if TYPE_CHECKING:
 else:
     from _collections import _tuplegetter
 
-    U8, U32, A4, A16, TTLS = "B", "I", "4s", "16s", "32s"
+    U8, U16, U32, A4, A16, TTLS = "B", "H", "I", "4s", "16s", "32s"
 
     def NamedTuple(name, fields):
         names = tuple(f for f, _ in fields)
@@ -81,9 +90,10 @@ MAGIC = 0x5343
 VERSION = 2
 T_OPS = 1
 T_REPLY, T_UPCALL, T_SOLICIT, T_LOG = 0x81, 0x82, 0x83, 0x84
-NOCACHE, WRONGVIF = 1, 2  # UPCALL kinds (the kernel's numbers for both families)
+NOCACHE, WRONGVIF, INSTALLED = 1, 2, 3  # UPCALL kinds (1, 2: the kernel's numbers)
 MAX_BATCH = 1024
 MAX_LOG = 1024
+MAX_RULES = 256  # rules in the helper's table
 HEADER = struct.Struct("<HBBIHH")
 UPCALL = struct.Struct("<BBB16s16s")
 SOLICIT = struct.Struct("<BI")
@@ -105,18 +115,22 @@ Leave = NamedTuple("Leave", [("family", U8), ("ifindex", U32), ("source", A16), 
 Advertise = NamedTuple("Advertise", [("family", U8), ("interval", U8), ("ifindex", U32)])
 HookReload = NamedTuple("HookReload", [])
 HookInstall = NamedTuple("HookInstall", [("family", U8), ("source", A16), ("group", A16)])
+Rules = NamedTuple("Rules", [("epoch", U16), ("budget", U32)])
+Rule = NamedTuple("Rule", [("family", U8), ("parent", U8), ("source", A16), ("source_len", U8),
+                           ("group", A16), ("group_len", U8), ("outs", TTLS)])  # fmt: skip
 # the records that become a system call, then the hook's
 _Kernel = AddVif | DelVif | AddMfc4 | AddMfc6 | DelMfc | Join | Leave | Advertise
-Record = _Kernel | HookReload | HookInstall
+Record = _Kernel | HookReload | HookInstall | Rules | Rule
 # kind -> (record type, layout); a record's kind is its place here, from 1:
 # append new kinds, never reorder.
 KINDS: dict[int, tuple[type[Record], struct.Struct]] = {
     kind: (cls, struct.Struct("<B" + "".join(cls.__annotations__.values())))
     for kind, cls in enumerate(
-        (AddVif, DelVif, AddMfc4, AddMfc6, DelMfc, Join, Leave, Advertise, HookReload, HookInstall),
+        (AddVif, DelVif, AddMfc4, AddMfc6, DelMfc, Join, Leave, Advertise, HookReload, HookInstall,
+         Rules, Rule),
         start=1,
     )
-}
+}  # fmt: skip
 MAX_MESSAGE = HEADER.size + MAX_BATCH * max(st.size for _, st in KINDS.values())
 Ops = NamedTuple("Ops", [("seq", int), ("records", tuple[Record, ...])])
 
@@ -139,15 +153,17 @@ def pad16(addr: bytes) -> bytes:
     return addr + bytes(16 - len(addr))
 
 
-def _event(mtype: int, layout: struct.Struct, *fields: int | bytes) -> bytes:
+def _event(mtype: int, layout: struct.Struct, *fields: int | bytes, seq: int = 0) -> bytes:
     try:
-        return _header(mtype, 0, 1) + layout.pack(*fields)
+        return _header(mtype, seq, 1) + layout.pack(*fields)
     except struct.error as e:
         raise ProtoError(f"bad field: {e}") from None
 
 
-def encode_upcall(family: int, kind: int, vif: int, source: bytes, group: bytes) -> bytes:
-    return _event(T_UPCALL, UPCALL, family, kind, vif, pad16(source), pad16(group))
+def encode_upcall(
+    family: int, kind: int, vif: int, source: bytes, group: bytes, seq: int = 0
+) -> bytes:
+    return _event(T_UPCALL, UPCALL, family, kind, vif, pad16(source), pad16(group), seq=seq)
 
 
 def encode_solicit(family: int, ifindex: int) -> bytes:

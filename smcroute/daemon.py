@@ -30,6 +30,7 @@ from smcroute.logsetup import log
 from smcroute.netlink import NetlinkError
 from smcroute.privsep.client import HelperClient, HelperGone
 from smcroute.privsep.daemon_wire import Upcall
+from smcroute.privsep.wire import INSTALLED
 
 __all__ = ["UPCALL_ROUND", "Daemon", "Options"]
 
@@ -104,7 +105,8 @@ class Daemon(Control, Discovery):
                     continue  # the helper forwards NOCACHE and WRONGVIF only
                 kind, source, group = decoded
                 self.counts.upcall(self.engine, ev.family, kind, source, group)
-                ops.extend(self.engine.upcall(ev.family, kind, ev.vif, source, group, now))
+                done = self.installed_by_rule(ev) if ev.kind == INSTALLED else None
+                ops.extend(self.engine.upcall(ev.family, kind, ev.vif, source, group, now, done))
             elif answer := self.mrdisc.solicited((ev.family, ev.ifindex), now):
                 answers.append(answer)  # else not an announcing interface, or too soon
         self.apply(ops)

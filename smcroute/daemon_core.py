@@ -24,13 +24,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from smcroute import helper_wire, logsetup
-from smcroute.engine.core import Engine, Link, describe
+from smcroute.engine.core import Engine, Link, Mfc, describe
 from smcroute.engine.mrdisc import Schedule
-from smcroute.engine.ops import AddVif, Announce, DelVif, JoinGroup, LeaveGroup, Log, Op, RunHook
+from smcroute.engine.ops import (
+    AddVif,
+    Announce,
+    DelVif,
+    JoinGroup,
+    LeaveGroup,
+    Log,
+    Op,
+    Rule,
+    RunHook,
+    SetRules,
+)
 from smcroute.ipc.server import ControlServer
 from smcroute.logsetup import log
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError
 from smcroute.privsep.client import HelperClient
+from smcroute.privsep.daemon_wire import Upcall
 from smcroute.privsep.janitor import Janitor
 from smcroute.privsep.wire import ProtoError
 from smcroute.stats import DEFAULT_INTERVAL, Counts, Sampler
@@ -140,13 +152,28 @@ class Core:
         self.sampler = Sampler(self.nl, self.families, opts.table, opts.sample_interval)
         self.metrics: Any = None  # smcroute.metrics.MetricsServer, with --metrics
         self.janitor: Janitor | None = None  # writes the PID file (smcroute.daemon_cli)
+        # the helper's rule tables: the last one sent, and the recent ones by epoch
+        # (a report of an install names the table and the rule)
+        self.rules_sent: tuple[Rule, ...] | None = None
+        self.rule_tables: dict[int, tuple[Rule, ...]] = {}
+        self.rule_epoch = 0
 
     # -- applying operations ------------------------------------------------
 
     def apply(self, ops: Sequence[Op]) -> list[str]:
         """Log the engine's lines; send its operations to the helper; log and
-        return failures, tell the engine."""
+        return failures, tell the engine.
+
+        When the engine's rule table for the helper changed, the helper's is
+        emptied before the ops (a batch may span several messages, and upcalls
+        are served between them) and replaced after them, in the same stream:
+        the helper never installs by a rule made for VIFs that are not there.
+        """
         ops = self.log_lines(ops)
+        rules = self.engine.helper_rules()
+        if rules is not self.rules_sent:
+            table = self.rule_table(rules)
+            ops = [SetRules(table.epoch, 0, ()), *ops, table] if ops else [table]
         if not ops:
             return []
         if any(isinstance(op, AddVif | DelVif) for op in ops):
@@ -170,7 +197,26 @@ class Core:
                 vanished.setdefault(name, msg)
         for name, msg in vanished.items():  # a race with the system, not an error
             log.info(f"{name} vanished meanwhile ({msg}); its routes follow it when it is back")
+        if self.engine.helper_rules() is not self.rules_sent:  # a VIF failed meanwhile
+            failures += self.apply([])
         return failures
+
+    def rule_table(self, rules: tuple[Rule, ...]) -> SetRules:
+        """The next table for the helper; its installs are what the engine has room for."""
+        self.rule_epoch = self.rule_epoch % 0xFFFF + 1
+        self.rule_tables[self.rule_epoch] = self.rules_sent = rules
+        while len(self.rule_tables) > 8:
+            del self.rule_tables[next(iter(self.rule_tables))]
+        budget = max(0, self.engine.max_learned - len(self.engine.learned))
+        return SetRules(self.rule_epoch, budget, rules)
+
+    def installed_by_rule(self, ev: Upcall) -> Mfc:
+        """What the helper wrote for an INSTALLED upcall, by the rule it names."""
+        table = self.rule_tables.get(ev.seq >> 16, ())
+        i = ev.seq & 0xFFFF
+        if i < len(table) and (table[i].family, table[i].parent) == (ev.family, ev.vif):
+            return Mfc(ev.vif, table[i].ttls, "learned")
+        return Mfc(ev.vif, (), "unknown")  # the engine writes its own decision
 
     def execute(self, ops: Sequence[Op]) -> list[int]:
         """One errno per op from the helper; EINVAL for one no record can carry."""
@@ -180,10 +226,12 @@ class Core:
         records, index = [], []
         for i, op in enumerate(ops):
             with contextlib.suppress(ProtoError):
-                records.append(helper_wire.record(op))
-                index.append(i)
+                recs = helper_wire.records(op)
+                records += recs
+                index += [i] * len(recs)
+                results[i] = 0
         for i, err in zip(index, self.helper.execute(records), strict=True):
-            results[i] = err
+            results[i] = results[i] or err  # an op of several records: its first failure
         return results
 
     def log_lines(self, ops: Sequence[Op]) -> Sequence[Op]:

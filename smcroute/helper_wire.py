@@ -23,6 +23,7 @@ from smcroute.engine.ops import (
     LeaveGroup,
     Op,
     RunHook,
+    SetRules,
     UpcallKind,
 )
 from smcroute.model import Address
@@ -34,10 +35,26 @@ def _addr16(addr: Address | None) -> bytes:
     return bytes(16) if addr is None else wire.pad16(addr.packed)
 
 
-def _outputs(ttls: tuple[tuple[int, int], ...]) -> None:
+def _outputs(ttls: tuple[tuple[int, int], ...]) -> bytes:
+    """The 32 bytes of IPv4 thresholds per VIF (0: not an output)."""
+    out = bytearray(MAXVIFS)
     for vif, thr in ttls:
         if not 0 <= vif < MAXVIFS or not 0 <= thr <= 255:
             raise wire.ProtoError(f"bad outbound VIF/threshold ({vif}, {thr})")
+        out[vif] = max(thr, 1)  # 0 would mean "not an output"
+    return bytes(out)
+
+
+def records(op: Op) -> list[wire.Record]:
+    """The wire records for `op`: one, or a rule table's header and rules."""
+    if not isinstance(op, SetRules):
+        return [record(op)]
+    out: list[wire.Record] = [wire.Rules(op.epoch, op.budget)]
+    for r in op.rules:
+        outs = _outputs(r.ttls)  # IPv6: nonzero = the MIF is an output
+        src, grp = wire.pad16(r.source.packed), wire.pad16(r.group.packed)
+        out.append(wire.Rule(r.family, r.parent, src, r.source_len, grp, r.group_len, outs))
+    return out
 
 
 def record(op: Op) -> wire.Record:
@@ -47,13 +64,10 @@ def record(op: Op) -> wire.Record:
     if isinstance(op, DelVif):
         return wire.DelVif(op.family, op.vif, op.ifindex)
     if isinstance(op, AddMfc):
-        _outputs(op.ttls)
+        ttls = _outputs(op.ttls)
         if op.family == 4:
-            ttls = bytearray(MAXVIFS)
-            for vif, thr in op.ttls:
-                ttls[vif] = max(thr, 1)  # 0 would mean "not an output"
             src = bytes(4) if op.source is None else op.source.packed
-            return wire.AddMfc4(op.parent, src, op.group.packed, bytes(ttls))
+            return wire.AddMfc4(op.parent, src, op.group.packed, ttls)
         # IPv6 routes have no thresholds of their own: the MIF's applies
         oifs = sum(1 << vif for vif, _ in op.ttls)
         return wire.AddMfc6(op.parent, _addr16(op.source), op.group.packed, oifs)
@@ -76,9 +90,10 @@ Addr = IPv4Address | IPv6Address
 
 
 def upcall(up: daemon_wire.Upcall) -> tuple[UpcallKind, Addr, Addr] | None:
-    """The named kind and the addresses of an UPCALL; None for a kind we do not know."""
+    """The named kind and the addresses of an UPCALL; None for a kind we do not know.
+    INSTALLED is a NOCACHE the helper answered by a rule (the caller looks at `seq`)."""
     try:
-        kind = UpcallKind(up.kind)
+        kind = UpcallKind.NOCACHE if up.kind == wire.INSTALLED else UpcallKind(up.kind)
     except ValueError:
         return None
     return kind, ip_address(up.source), ip_address(up.group)

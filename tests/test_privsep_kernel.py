@@ -305,6 +305,10 @@ def sc_refuse() -> None:
         wire.Join(4, a1, Z16, wire.pad16(s4)),  # unicast group
         wire.Advertise(4, 3, a1),  # interval below 4 s
         wire.HookInstall(4, Z16, wire.pad16(g4)),  # no source
+        wire.Rule(4, 0, Z16, 0, wire.pad16(s4), 32, Z32),  # unicast group
+        wire.Rule(4, 32, Z16, 0, wire.pad16(g4), 32, Z32),  # VIF out of range
+        wire.Rule(4, 0, Z16, 0, wire.pad16(g4), 8, Z32),  # host bits after the prefix
+        wire.Rule(6, 0, Z16, 0, b"\xff" + bytes(15), 4, Z32),  # wider than ff00::/8
     ]
     res = w.h.execute([*bad, good_mfc])
     assert res == [errno.EINVAL] * len(bad) + [0], res
@@ -665,6 +669,39 @@ def sc_upcalls() -> None:
     assert want4 in got and want6 in got, got
     # real IGMP/MLD from the wire never reaches the parent: only upcalls did
     assert all(e.kind in (1, 2) for e in got)
+    # a rule table: the helper installs new sources of 225.4.4.0/24 itself and
+    # reports "installed by rule 1 of epoch 9"; a budget of 1 ends it
+    from smcroute.privsep import wire
+
+    grp4 = wire.pad16(A("225.4.4.0").packed)
+    table = [
+        wire.Rules(9, 1),
+        wire.Rule(4, 1, Z16, 0, grp4, 24, Z32),  # another inbound VIF: no match
+        wire.Rule(4, 0, Z16, 0, grp4, 24, bytes([0, 1]) + bytes(30)),
+        wire.Rule(6, 0, Z16, 0, b"\xff" + bytes(15), 8, Z32),
+    ]
+    assert w.h.execute(table) == [0] * 4
+    want = Upcall(4, wire.INSTALLED, 0, A("10.0.0.1").packed, A("225.4.4.4").packed, 9 << 16 | 1)
+    deadline = time.monotonic() + 15
+    got = set()
+    while time.monotonic() < deadline and want not in got:
+        s4.sendto(b"x", ("225.4.4.4", 5000))
+        if select.select([w.h], [], [], 0.5)[0]:
+            got |= {e for e in w.h.read_events() if isinstance(e, Upcall)}
+    assert want in got, got
+    assert (cache_row4("225.4.4.4", "10.0.0.1") or [])[2] == "0"  # Iif: VIF 0
+    s4.sendto(b"x", ("225.4.4.5", 5000))  # the budget is spent: a plain NOCACHE
+    nocache = Upcall(4, 1, 0, A("10.0.0.1").packed, A("225.4.4.5").packed)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and nocache not in got:
+        if select.select([w.h], [], [], 0.5)[0]:
+            got |= {e for e in w.h.read_events() if isinstance(e, Upcall)}
+        else:
+            s4.sendto(b"x", ("225.4.4.5", 5000))
+    assert nocache in got and (cache_row4("225.4.4.5", "10.0.0.1") or ["", "", ""])[2] != "0"
+    # more than MAX_RULES rules: the rest is refused with ENOSPC
+    many = [wire.Rules(10, 5)] + [table[1]] * (wire.MAX_RULES + 1)
+    assert w.h.execute(many)[-2:] == [0, errno.ENOSPC]
     assert w.h.close() == 0
 
 

@@ -203,13 +203,17 @@ GOOD: list[wire.Record] = [
     wire.Advertise(6, 20, 7),
     wire.HookReload(),
     wire.HookInstall(4, wire.pad16(S4), wire.pad16(G4)),
+    wire.Rules(7, 20000),
+    wire.Rule(4, 2, Z16, 0, wire.pad16(b"\xe1\1\0\0"), 16, bytes([0, 0, 1]) + bytes(29)),
+    wire.Rule(6, 0, b"\xfc" + bytes(15), 8, G6, 128, bytes([0, 1]) + bytes(30)),
 ]
 
 
 def test_sizes() -> None:
     assert wire.HEADER.size == 12
     assert {cls.__name__: st.size for cls, st in wire.KINDS.values()}["AddMfc4"] == 42
-    assert wire.MAX_MESSAGE == 12 + 1024 * 42
+    assert {cls.__name__: st.size for cls, st in wire.KINDS.values()}["Rule"] == 69
+    assert wire.MAX_MESSAGE == 12 + 1024 * 69
 
 
 def test_round_trips() -> None:
@@ -281,11 +285,11 @@ def test_decode_refuses() -> None:
 def _fields(layout: struct.Struct) -> list[object]:
     """A strategy per field of a record layout (the leading kind byte left out)."""
     out: list[object] = []
-    for code in re.findall(r"\d*[BI]|\d+s", layout.format[1:])[1:]:
+    for code in re.findall(r"\d*[BHI]|\d+s", layout.format[1:])[1:]:
         if code.endswith("s"):
             out.append(int(code[:-1]))
         else:
-            out.append(st.integers(0, 255 if code == "B" else 2**32 - 1))
+            out.append(st.integers(0, {"B": 255, "H": 2**16 - 1, "I": 2**32 - 1}[code]))
     return out
 
 
@@ -339,6 +343,113 @@ def test_validate_commands() -> None:
     assert cmds[9] == validate.Advert(6, 7, 20)
     assert cmds[10] == validate.Hook("reload", ())
     assert cmds[11] == validate.Hook("install", (("source", "10.0.0.1"), ("group", "225.1.2.3")))
+    assert cmds[12] == wire.Rules(7, 20000)
+
+
+def _installs(rule: validate.Rule, source: bytes, group: bytes) -> bytes | None:
+    """What the helper writes for a NOCACHE (source, group) on the rule's VIF, or None."""
+    if int.from_bytes(source + group) & rule.mask != rule.net:
+        return None
+    return rule.parts[0] + source + rule.parts[1] + group + rule.parts[2]
+
+
+def test_validate_rules() -> None:
+    r4, r6 = validate.check(GOOD[13]), validate.check(GOOD[14])
+    assert isinstance(r4, validate.Rule) and isinstance(r6, validate.Rule)
+    assert (r4.family, r4.parent, r4.option) == (4, 2, kernel.MRT_ADD_MFC)
+    assert (r6.family, r6.parent, r6.option) == (6, 0, kernel.MRT6_ADD_MFC)
+    ttls = GOOD[13].outs  # type: ignore[union-attr]
+    # any source, group 225.1/16: exactly the struct an AddMfc4 would write
+    assert _installs(r4, S4, G4) == kernel.mfcctl(S4, G4, 2, ttls)
+    assert _installs(r4, b"\xc0\xa8\1\1", b"\xe1\1\xff\xff") is not None
+    assert _installs(r4, S4, b"\xe1\2\2\3") is None  # another /16
+    # source fc00::/8, group exactly G6, MIF 1 an output
+    src = b"\xfc" + bytes(14) + b"\7"
+    assert _installs(r6, src, G6) == kernel.mf6cctl(src, G6, 0, 0b10)
+    assert _installs(r6, b"\xfd" + bytes(15), G6) is None  # source outside fc00::/8
+    assert _installs(r6, src, G6[:-1] + b"\2") is None
+
+
+def rule4(**fields: object) -> wire.Rule:
+    """A good IPv4 rule with some of its fields replaced."""
+    good = wire.Rule(4, 0, Z16, 0, wire.pad16(G4), 32, Z32)
+    return wire.Rule(*[fields.get(f, v) for f, v in zip(good._fields, good, strict=True)])
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        rule4(family=5),
+        rule4(parent=32),
+        rule4(group=wire.pad16(S4)),  # unicast group
+        rule4(group=wire.pad16(b"\xe0" + bytes(3)), group_len=3),  # beyond multicast
+        rule4(group_len=33),
+        rule4(source_len=33),
+        rule4(source=wire.pad16(G4), source_len=32),  # multicast source
+        rule4(source=wire.pad16(S4), source_len=8),  # host bits after the prefix
+        rule4(group_len=16),  # host bits after the group prefix
+        rule4(group=G4 + b"\1" + bytes(11)),  # bytes after an IPv4 address
+        wire.Rule(6, 0, Z16, 0, G6, 7, Z32),  # a group prefix wider than ff00::/8
+        wire.Rule(6, 0, Z16, 129, G6, 128, Z32),
+    ],
+)
+def test_validate_refuses_bad_rules(record: wire.Record) -> None:
+    assert isinstance(validate.check(record), validate.Refusal)
+
+
+def _rule(
+    fam: int, parent: int, slen: int, glen: int, raw: bytes, outs: bytes, tidy: bool
+) -> wire.Rule:
+    """A RULE from random fields; `tidy` makes most of them plausible (masked prefixes,
+    a multicast group, addresses of the family's size) so that many are accepted."""
+    src, grp = raw[:16], raw[16:]
+    if tidy:
+        n = 4 if fam == 4 else 16
+        bits = 8 * n
+        slen, glen = slen % (bits + 1), glen % (bits + 1)
+        s, g = int.from_bytes(src[:n]), int.from_bytes(grp[:n]) | (0xFF << (bits - 8))
+        if n == 4:
+            g = g & ((1 << 28) - 1) | (0xE << 28)  # in 224/4
+        s = s >> (bits - slen) << (bits - slen) if slen else 0
+        g = g >> (bits - glen) << (bits - glen) if glen else 0
+        src, grp = wire.pad16(s.to_bytes(n)), wire.pad16(g.to_bytes(n))
+    return wire.Rule(fam, parent, src, slen, grp, glen, outs)
+
+
+rules = st.builds(
+    _rule,
+    st.sampled_from([4, 6, 0, 5]),
+    st.integers(0, 40),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32),
+    st.booleans(),
+)
+
+
+@settings(max_examples=500)
+@given(rules, st.binary(min_size=32, max_size=32))
+def test_accepted_rules_install_only_sane_entries(record: wire.Rule, sg: bytes) -> None:
+    """Whatever a (hostile) daemon sends, a rule the helper accepts installs only
+    multicast groups, on an in-range VIF, with the kernel's struct layout."""
+    cmd = validate.check(record)
+    if isinstance(cmd, validate.Refusal):
+        return
+    assert isinstance(cmd, validate.Rule) and 0 <= cmd.parent < kernel.MAXVIFS
+    n = 4 if cmd.family == 4 else 16
+    src, grp = sg[:n], sg[16 : 16 + n]
+    # an (S,G) inside the rule's prefixes: the rule's bits, then random ones
+    mixed = cmd.net | int.from_bytes(src + grp) & ~cmd.mask
+    src, grp = mixed.to_bytes(2 * n)[:n], mixed.to_bytes(2 * n)[n:]
+    value = _installs(cmd, src, grp)
+    assert value is not None
+    assert (grp[0] & 0xF0 == 0xE0) if n == 4 else grp[0] == 0xFF
+    if n == 4:
+        assert value == kernel.mfcctl(src, grp, cmd.parent, record.outs)
+    else:
+        oifs = sum(1 << i for i, o in enumerate(record.outs) if o)
+        assert value == kernel.mf6cctl(src, grp, cmd.parent, oifs)
 
 
 @pytest.mark.parametrize(
@@ -384,6 +495,9 @@ def test_validate_is_total_and_commands_are_sane(record: wire.Record) -> None:
         assert 4 <= cmd.interval <= 180 and cmd.ifindex > 0
     elif isinstance(cmd, validate.Hook):
         assert cmd.action in ("reload", "install")
+    elif isinstance(cmd, validate.Rule):
+        assert 0 <= cmd.parent < kernel.MAXVIFS and cmd.family in (4, 6)
+        assert cmd.option in (kernel.MRT_ADD_MFC, kernel.MRT6_ADD_MFC)
 
 
 @given(st.binary(max_size=400))

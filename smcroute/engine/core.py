@@ -33,7 +33,9 @@ from smcroute.engine.ops import (
     LeaveGroup,
     Log,
     Op,
+    Rule,
     RunHook,
+    SetRules,
     UpcallKind,
 )
 from smcroute.model import (
@@ -52,6 +54,7 @@ from smcroute.model import (
     network_addresses,
 )
 from smcroute.privsep.kernel import MAXVIFS
+from smcroute.privsep.wire import MAX_RULES
 
 IFF_UP = 0x1
 IFF_RUNNING = 0x40
@@ -99,7 +102,7 @@ class Mfc:
 
     parent: int
     ttls: Ttls
-    kind: Literal["rule", "learned", "stop", "star"]
+    kind: Literal["rule", "learned", "stop", "star", "unknown"]  # unknown: see upcall()
 
 
 @dataclass(slots=True)
@@ -121,6 +124,19 @@ class KernelRow(NamedTuple):  # a NamedTuple: show builds one per kernel entry, 
 
 def _as_list(rules: MRoute | list[MRoute] | None) -> list[MRoute]:
     return [] if rules is None else rules if isinstance(rules, list) else [rules]
+
+
+def _net(addr: Address, length: int) -> Address:
+    """`addr` with the bits after the first `length` cleared."""
+    shift = full_len(addr) - length
+    return type(addr)(int(addr) >> shift << shift)
+
+
+def _covers(t: MRoute, source: Address | None) -> bool:
+    """Does template `t` take `source` (a route's: None is any)?"""
+    if t.source is None:
+        return True
+    return source is not None and in_prefix(source, t.source, t.source_len)
 
 
 def route_key(r: MRoute | MGroup) -> RouteKey:
@@ -163,6 +179,9 @@ class Engine:
     _order: int = 0
     _tsorted: bool = True
     _limit_logged: float = -1e18
+    # the helper's rule table (helper_rules), and the templates it must leave out
+    _hrules: tuple[Rule, ...] | None = None
+    _cover: set[RouteKey] | None = None
 
     # ======================================================================
     # Inputs
@@ -262,28 +281,51 @@ class Engine:
         return self._sync_joins()
 
     def upcall(
-        self, family: int, kind: UpcallKind, vif: int, source: Address, group: Address, now: float
+        self,
+        family: int,
+        kind: UpcallKind,
+        vif: int,
+        source: Address,
+        group: Address,
+        now: float,
+        installed: Mfc | None = None,
     ) -> list[Op]:
-        """A kernel upcall: NOCACHE (unknown (S,G)) or WRONGVIF (arrived elsewhere)."""
+        """A kernel upcall: NOCACHE (unknown (S,G)) or WRONGVIF (arrived elsewhere).
+
+        `installed`: the helper has already written this entry for a NOCACHE by
+        one of its rules (`helper_rules`); an `unknown` Mfc when the daemon no
+        longer knows that rule.  The engine then writes only where its own
+        decision differs: the rule table it was made from may have changed since.
+        """
         iif = self._vif_name(family, vif)
-        if iif is None:
-            return []
         fam: Family = 4 if family == 4 else 6
         key: MfcKey = (fam, source, group)
+        if iif is None:
+            return [] if installed is None else [DelMfc(fam, source, group, vif)]
         if kind is UpcallKind.NOCACHE:
-            if key in self.mfc:
-                return []  # already resolved (a late duplicate upcall)
-            if key not in self.learned and len(self.learned) >= self.max_learned:
-                if now - self._limit_logged < LIMIT_LOG_INTERVAL:
+            have = self.mfc.get(key)
+            if have is not None:  # already resolved (a late duplicate upcall)
+                if installed is None or installed == have:
                     return []
+                # our own write and the helper's crossed: ours stands
+                return [AddMfc(fam, source, group, have.parent, have.ttls)]
+            if installed is not None:
+                self.mfc[key] = installed  # what the kernel holds now
+            if key not in self.learned and len(self.learned) >= self.max_learned:
+                undo = self._sync_mfc([key])  # takes back what the helper installed
+                if now - self._limit_logged < LIMIT_LOG_INTERVAL:
+                    return undo
                 self._limit_logged = now
                 why = (
                     f"learned-entry limit ({self.max_learned}) reached: "
                     f"not installing ({source}, {group}) from {iif} or other new sources"
                 )
-                return [Log("warning", why)]
+                return [*undo, Log("warning", why)]
             self.learned[key] = Learned(iif)
-            return self._sync_mfc([key], hook=True)
+            ops = self._sync_mfc([key], hook=True)
+            if not ops and installed is not None and installed.kind == "learned":
+                ops.append(RunHook("install", fam, source, group))  # the helper's install
+            return ops
         if kind is UpcallKind.WRONGVIF:
             # The kernel runs in PIM mode, so it reports the (S,G) arriving on
             # any interface other than the entry's inbound one, once per entry
@@ -314,12 +356,15 @@ class Engine:
                 entry.last_packets = packets
         for key in gone:
             del self.learned[key]
+        if gone:
+            self._hrules = None  # a new table gives the helper its budget back
         return self._sync_mfc(gone)
 
     def flush(self) -> list[Op]:
         """`smcroutectl flush`: drop every learned entry and stop filter now."""
         keys = list(self.learned)
         self.learned.clear()
+        self._hrules = None
         return self._sync_mfc(keys)
 
     def op_failed(self, op: Op, errno: int) -> None:
@@ -328,6 +373,7 @@ class Engine:
             self.mfc.pop((op.family, op.source, op.group), None)
         elif isinstance(op, AddVif):
             self._rule_memo = {}
+            self._hrules = None
             vifs = self.vifs[op.family]
             if op.ifname in vifs and vifs[op.ifname].vif == op.vif:
                 del vifs[op.ifname]
@@ -371,6 +417,43 @@ class Engine:
     def template_for(self, family: int, iif: str, source: Address, group: Address) -> MRoute | None:
         """The template that forwards (source, group) arriving on `iif`, if any."""
         return self._match(family, iif, source, group)
+
+    def helper_rules(self) -> tuple[Rule, ...]:
+        """The rule table for the helper: where the fate of a new source is only
+        "install (S,G) as this template says", which the helper may then do by
+        itself (doc/DESIGN.md: the fast path).
+
+        One rule per template and inbound VIF, in the order `_match` tries the
+        templates, so the first rule a NOCACHE matches is the template `upcall`
+        would pick.  A template whose source and group cover an exact route
+        (that route decides, whether its entry is installed or not) ends the
+        family's table: neither it nor any template after it has rules, so the
+        daemon decides those sources as before.  Limits are the helper's budget
+        (see the daemon).  The same tuple until the state it derives from
+        changes (templates, exact routes they cover, VIFs, links).
+        """
+        if self._hrules is not None:
+            return self._hrules
+        covered = self._covered()
+        rules: list[Rule] = []
+        ended: set[int] = set()
+        for t in self._sorted_templates():
+            fam = t.family
+            slen = 0 if t.source is None else t.source_len
+            zero = type(t.group)(0)
+            src = zero if t.source is None else _net(t.source, slen)
+            if fam in ended or fam not in self.families:
+                continue
+            if route_key(t) in covered or t.group_len < (4 if fam == 4 else 8) or src.is_multicast:
+                ended.add(fam)
+                continue
+            group = _net(t.group, t.group_len)
+            for name, v in self.vifs[fam].items():
+                if ifname_matches(t.iif, name):
+                    ttls = self._ttls(fam, name, t.oifs)
+                    rules.append(Rule(fam, v.vif, src, slen, group, t.group_len, ttls))
+        self._hrules = tuple(rules[:MAX_RULES])  # a first part of the table is safe
+        return self._hrules
 
     def vif_of(self, family: int, ifname: str) -> int | None:
         v = self.vifs.get(family, {}).get(ifname)
@@ -424,7 +507,39 @@ class Engine:
                 return v.name
         return None
 
+    def _covered(self) -> set[RouteKey]:
+        """Templates whose source and group prefixes hold an exact route's (S,G)."""
+        if self._cover is not None:
+            return self._cover
+        self._cover = set()
+        templates = self.templates()
+        if not templates:
+            return self._cover
+        by_group: dict[tuple[Family, Address], list[Address | None]] = {}
+        for fam, src, grp in self._exact:
+            by_group.setdefault((fam, grp), []).append(src)
+        for t in templates:
+            if t.group_len == full_len(t.group):
+                keys = [(t.family, t.group)]
+            else:
+                keys = [k for k in by_group if in_prefix(k[1], t.group, t.group_len)]
+            for k in keys:
+                if any(_covers(t, s) for s in by_group.get(k, ())):
+                    self._cover.add(route_key(t))
+                    break
+        return self._cover
+
+    def _rules_changed(self, r: MRoute) -> None:
+        """Route `r` comes or goes: the helper's table follows if `r` is a template
+        or an exact route a template covers."""
+        if r.is_template or any(
+            in_prefix(r.group, t.group, t.group_len) and _covers(t, r.source)
+            for t in self._sorted_templates()
+        ):
+            self._hrules = self._cover = None
+
     def _reindex(self) -> None:
+        self._hrules = self._cover = None
         self._exact = {}
         self._templates = []
         self._order = 0
@@ -432,6 +547,8 @@ class Engine:
             self._index(r)
 
     def _index(self, r: MRoute) -> None:
+        if self._hrules is not None or self._cover is not None:
+            self._rules_changed(r)
         self._order += 1
         if r.is_template:
             self._templates.append((_template_rank(r, self._order), r))
@@ -453,6 +570,8 @@ class Engine:
         return [t for _, t in self._templates]
 
     def _unindex(self, r: MRoute) -> None:
+        if self._hrules is not None or self._cover is not None:
+            self._rules_changed(r)
         if r.is_template:
             self._templates = [(k, t) for k, t in self._templates if route_key(t) != route_key(r)]
         else:
@@ -708,6 +827,7 @@ class Engine:
         old_vifs = self.vifs
         self.vifs = plan
         self._rule_memo = {}
+        self._hrules = None
         desired = self._desired_all()
         new_vifs = {fam: {a.vif for a in added[fam]} for fam in self.families}
         # Phase 1: deletions, and rewrites that need no new VIF.
@@ -810,6 +930,8 @@ def describe(op: Op) -> str:
         return f"run the -e hook ({op.action})"
     if isinstance(op, Log):
         return op.text
+    if isinstance(op, SetRules):
+        return f"replace the helper's rule table ({len(op.rules)} rules)"
     verb = "join" if isinstance(op, JoinGroup) else "leave"
     src = "*" if op.source is None else str(op.source)
     return f"{verb} group ({src}, {op.group}) on {op.ifname}"

@@ -102,7 +102,36 @@ class Log:
 
 
 Level = Literal["err", "warning", "notice", "info", "debug"]
-Op = AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup | Announce | RunHook | Log
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A new source the helper may install itself: a NOCACHE upcall of `family` on
+    VIF `parent`, source in source/source_len, group in group/group_len, becomes
+    (S,G) with these outputs (see `Engine.helper_rules`)."""
+
+    family: Family
+    parent: int
+    source: Address
+    source_len: int
+    group: Address
+    group_len: int
+    ttls: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetRules:
+    """Replace the helper's rule table: the first rule a NOCACHE matches applies; it
+    installs at most `budget` entries; its reports name `epoch` and the rule's index."""
+
+    epoch: int
+    budget: int
+    rules: tuple[Rule, ...]
+
+
+Op = (
+    AddVif | DelVif | AddMfc | DelMfc | JoinGroup | LeaveGroup | Announce | RunHook | Log | SetRules
+)
 
 
 class UpcallKind(IntEnum):
