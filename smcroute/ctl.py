@@ -24,7 +24,7 @@ from typing import IO, Any, NamedTuple
 
 import click
 
-from smcroute import __version__
+from smcroute import __version__, ctl_entry
 from smcroute.ipc.client import ControlClient
 from smcroute.ipc.codec import SHOW_KINDS, IpcError, default_socket_path
 
@@ -431,6 +431,9 @@ def cli(
         headings=not no_headings,
     )
     session = Session(path, opts, out, err)
+    ahead = ctl_entry.take(path)  # a show asked for before click was imported
+    if ahead is not None:
+        session.client, session.ever_connected = ahead, True
     try:
         if batch:
             if words:

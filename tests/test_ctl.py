@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from test_ipc_helpers import ROUTES, FakeDaemon, canned, half_reply_daemon, rendered
 from test_output import DETAIL_ROUTES, SPEC_GROUPS, SPEC_INTERFACES, SPEC_ROUTES
 
-from smcroute import __version__
+from smcroute import __version__, ctl_entry
 from smcroute.ctl import main, resolve_command
 from smcroute.ipc.codec import Request
 
@@ -428,3 +429,96 @@ def test_program_reader_going_away(tmp_path: Path) -> None:
         p.stderr.close()
     assert err == ""
     assert p.returncode in (0, 1)
+
+
+# --- a show asked for before click is imported (smcroute.ctl_entry) -------------------
+
+
+def requests_soon(d: FakeDaemon, n: int) -> list[Request]:
+    deadline = time.monotonic() + 10
+    while len(d.requests) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return d.requests
+
+
+@pytest.mark.parametrize(
+    "argv, request_",
+    [
+        ([], Request("show", ("routes",), False, "text")),
+        (["-p", "show"], Request("show", ("routes",), False, "text")),
+        (["show", "groups", "-d"], Request("show", ("groups",), True, "text")),
+        (["-j", "show"], Request("show", ("routes",), False, "json")),
+        (["-t", "-i", "smcroute", "show", "interfaces"],
+         Request("show", ("interfaces",), False, "rows")),
+    ],
+)  # fmt: skip
+def test_show_asked_ahead_is_answered_once(
+    capsys: pytest.CaptureFixture[str], daemon: FakeDaemon, argv: list[str], request_: Request
+) -> None:
+    want = ctl(capsys, daemon, *argv)
+    del daemon.requests[:]
+    ctl_entry.prefetch(["-u", daemon.path, *argv])
+    assert requests_soon(daemon, 1) == [request_]  # asked before smcroute.ctl parsed anything
+    assert ctl(capsys, daemon, *argv) == want
+    assert daemon.requests == [request_]  # its answer taken: not asked again
+
+
+def test_show_asked_ahead_but_another_command(
+    capsys: pytest.CaptureFixture[str], daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    want = ctl(capsys, daemon, "-d", "show")
+    del daemon.requests[:]
+    ctl_entry.prefetch(["-u", daemon.path, "show"])
+    requests_soon(daemon, 1)
+    assert ctl(capsys, daemon, "-d", "show") == want  # a new connection for the other request
+    assert daemon.requests == [Request("show", ("routes",), False, "text"), Request(
+        "show", ("routes",), True, "text")]  # fmt: skip
+    ctl_entry.prefetch(["-u", daemon.path, "show"])
+    code, _, err = run(capsys, "-u", str(tmp_path / "none"), "show")  # another socket
+    assert code == 1 and "Cannot find IPC socket" in err
+    assert ctl_entry.take(daemon.path) is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-dj", "show"],  # grouped: click's to parse
+        ["s"],  # abbreviations
+        ["show", "r"],
+        ["show", "routes", "groups"],
+        ["-b"],
+        ["-h"],
+        ["--help"],
+        ["-v", "show"],
+        ["--", "show"],
+        ["add", "a1", "225.1.1.1", "a2"],
+        ["kill"],
+        ["-d", "-d", "show"],
+        ["-i", "a/b", "show"],
+        ["-x", "show"],
+    ],
+)
+def test_nothing_asked_ahead_but_a_plain_show(daemon: FakeDaemon, argv: list[str]) -> None:
+    ctl_entry.prefetch(["-u", daemon.path, *argv])
+    assert ctl_entry.take(daemon.path) is None
+    time.sleep(0.05)
+    assert daemon.requests == []
+
+
+def test_show_asked_ahead_of_no_daemon(tmp_path: Path) -> None:
+    for path in (str(tmp_path / "none"), "x" * 200):
+        ctl_entry.prefetch(["-u", path, "show"])  # no error: smcroute.ctl reports it
+        assert ctl_entry.take(path) is None
+
+
+def test_the_program_asks_ahead(daemon: FakeDaemon) -> None:
+    """The installed smcroutectl (console script: smcroute.ctl_entry)."""
+    p = subprocess.run(
+        [str(Path(sys.executable).with_name("smcroutectl")), "-u", daemon.path, "-p", "show"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (p.returncode, p.stdout, p.stderr) == (0, SPEC_ROUTES, "")
+    assert daemon.requests == [Request("show", ("routes",), False, "text")]

@@ -25,6 +25,7 @@ class ControlClient:
         self.timeout = timeout
         self._sock: _socket.socket | None = None
         self._buf = bytearray()
+        self._sent: bytes | None = None  # a request sent ahead, its answer not read yet
 
     def __enter__(self) -> ControlClient:
         self.connect()
@@ -63,6 +64,7 @@ class ControlClient:
         self._buf.clear()
 
     def close(self) -> None:
+        self._sent = None
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
@@ -73,10 +75,14 @@ class ControlClient:
     ) -> Response:
         """One request; with `format`, a show comes back rendered (`Response.text`)."""
         line = encode_request(cmd, args, detail, format)
+        ahead, self._sent = self._sent, None
+        if ahead is not None and ahead != line:
+            self.close()  # the answer to another request is on its way: start afresh
         self.connect()
         assert self._sock is not None
         try:
-            self._sock.sendall(line)
+            if ahead != line:
+                self._sock.sendall(line)
             resp = decode_response(self._readline())
             if resp.text_len is not None:
                 resp = resp._replace(text=self._readexact(resp.text_len))
@@ -90,6 +96,14 @@ class ControlClient:
             self.close()
             raise IpcError(f"lost connection to the daemon: {e.strerror or e}") from e
         return resp
+
+    def send(self, line: bytes) -> None:
+        """Send a request line now; the `request()` making the same line reads
+        its answer (smcroutectl asks for a show before its start-up is done)."""
+        self.connect()
+        assert self._sock is not None
+        self._sock.sendall(line)
+        self._sent = line
 
     def _readexact(self, n: int) -> bytes:
         assert self._sock is not None

@@ -1,0 +1,93 @@
+"""The `smcroutectl` program: asks for a `show` before click is even imported.
+
+A process starts, imports click (~30 ms) and only then asks the daemon, which
+then renders: both one after the other.  Here a `show` on a plain command
+line (options -d -j -p -t -u -i, each on its own; words `show [TABLE]` or
+none) is sent to the daemon first thing, so that the daemon renders it while
+this process imports click; `smcroute.ctl` then parses the command line with
+click as always and takes that answer only if the request it makes is byte for
+byte the one sent (otherwise it opens a new connection).  Any other command
+line, or a daemon that cannot be reached, leaves everything to `smcroute.ctl`.
+
+Must not: report anything (every message is `smcroute.ctl`'s), or send
+anything but a `show`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from smcroute.ipc.client import ControlClient
+from smcroute.ipc.codec import SHOW_KINDS, IpcError, default_socket_path, encode_request
+
+_FLAGS = {"-d": "detail", "-j": "json", "-p": "plain", "-t": "rows"}
+_VALUES = {"-u": "path", "-i": "ident", "-I": "ident"}
+_sent: tuple[str, ControlClient] | None = None  # (socket path, client with the request sent)
+
+
+def show_format(json: bool, rows: bool, plain: bool, tty: bool) -> str:
+    """How the daemon renders a show (see `smcroute.ipc.codec.FORMATS`)."""
+    if json:
+        return "json"
+    if rows:
+        return "rows"
+    return "text" if plain or not tty else "ansi"
+
+
+def prefetch(argv: Sequence[str]) -> None:
+    """Send the `show` that `argv` asks for, if it is that simple."""
+    global _sent
+    seen: dict[str, str] = {}
+    words: list[str] = []
+    it = iter(argv)
+    for a in it:
+        name = _FLAGS.get(a) or _VALUES.get(a)
+        if name is None:
+            if a.startswith("-"):
+                return  # grouped, long, -b, -h, -v, --, unknown: click's to judge
+            words.append(a)
+        elif name in seen:
+            return
+        else:
+            seen[name] = a if a in _FLAGS else next(it, "")
+    if words and (words[0] != "show" or len(words) > 2 or not set(words[1:]) <= set(SHOW_KINDS)):
+        return  # abbreviations too: the request must be the one smcroute.ctl makes
+    ident = seen.get("ident", "smcroute")
+    if not ident or "/" in ident:
+        return
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    fmt = show_format("json" in seen, "rows" in seen, "plain" in seen, tty)
+    path = seen.get("path") or default_socket_path(ident)
+    client = ControlClient(path)
+    try:
+        client.send(encode_request("show", words[1:] or ["routes"], "detail" in seen, fmt))
+    except (IpcError, OSError):
+        client.close()
+        return
+    _sent = (path, client)
+
+
+def take(path: str) -> ControlClient | None:
+    """The client that already asked `path` for a show, if any (once)."""
+    global _sent
+    got, _sent = _sent, None
+    if got is None:
+        return None
+    if got[0] != path:
+        got[1].close()
+        return None
+    return got[1]
+
+
+def main() -> int:
+    """Console script entry point (see the module docstring)."""
+    if not any(k.endswith("_COMPLETE") for k in os.environ):  # click's shell completion
+        prefetch(sys.argv[1:])
+    from smcroute.ctl import main as ctl_main
+
+    return ctl_main()
