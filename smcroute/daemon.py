@@ -16,6 +16,7 @@ routing state (only the helper can), or block on a client or a hook.
 
 from __future__ import annotations
 
+import selectors
 import signal
 import socket
 import time
@@ -37,6 +38,11 @@ __all__ = ["UPCALL_ROUND", "Daemon", "Options"]
 # Upcalls handled per round: under a flood each kernel write can cost a
 # fraction of a millisecond, and the control socket is served between rounds.
 UPCALL_ROUND = 64
+# After a round that held reports of the helper's own installs (no kernel
+# write waits for them), the helper's socket is read again only this much
+# later, so that a stream of new sources costs one wake-up per many sources;
+# other upcalls wait as long at most.
+HELPER_HOLD = 0.02
 
 
 class Daemon(Control, Discovery):
@@ -51,6 +57,7 @@ class Daemon(Control, Discovery):
     ) -> None:
         super().__init__(opts, helper, ctl_sock, families)
         self.server = ControlServer(ctl_sock, self.handle_request)
+        self.helper_hold: float | None = None  # the helper's socket is read again then
 
     # -- the loop ---------------------------------------------------------------
 
@@ -66,6 +73,7 @@ class Daemon(Control, Discovery):
                 self.server.next_deadline(),
                 self.mrdisc.next_deadline(),
                 self.sampler.next_due,
+                self.helper_hold,
             )
             if d is not None
         ]
@@ -98,6 +106,7 @@ class Daemon(Control, Discovery):
         """
         ops: list[Op] = []
         answers: list[Announce] = []
+        installs = 0
         for ev in self.helper.read_events(UPCALL_ROUND):
             if isinstance(ev, Upcall):
                 decoded = helper_wire.upcall(ev)
@@ -105,12 +114,25 @@ class Daemon(Control, Discovery):
                     continue  # the helper forwards NOCACHE and WRONGVIF only
                 kind, source, group = decoded
                 self.counts.upcall(self.engine, ev.family, kind, source, group)
-                done = self.installed_by_rule(ev) if ev.kind == INSTALLED else None
-                ops.extend(self.engine.upcall(ev.family, kind, ev.vif, source, group, now, done))
+                done, current = (None, False)
+                if ev.kind == INSTALLED:
+                    done, current = self.installed_by_rule(ev)
+                    installs += 1
+                up = self.engine.upcall(ev.family, kind, ev.vif, source, group, now, done, current)
+                ops.extend(up)
             elif answer := self.mrdisc.solicited((ev.family, ev.ifindex), now):
                 answers.append(answer)  # else not an announcing interface, or too soon
         self.apply(ops)
         self.advertise(answers)
+        if installs and self.helper_hold is None and not self.helper.has_events():
+            self.sel.unregister(self.helper.fileno())
+            self.helper_hold = now + HELPER_HOLD
+
+    def resume_helper(self, now: float) -> None:
+        """The end of a HELPER_HOLD: read the helper's socket again."""
+        self.helper_hold = None
+        self.sel.register(self.helper.fileno(), selectors.EVENT_READ, "helper")
+        self.on_helper(now)
 
     def run(self) -> int:
         try:
@@ -132,6 +154,8 @@ class Daemon(Control, Discovery):
                 if self.sampler.due(now):
                     self.take_sample(now)
                 self.server.expire(now)
+                if self.helper_hold is not None and now >= self.helper_hold:
+                    self.resume_helper(now)
                 for key, mask in self.sel.select(self._select_timeout(now)):
                     tag = key.data
                     if tag == "helper":

@@ -155,7 +155,7 @@ class Core:
         # the helper's rule tables: the last one sent, and the recent ones by epoch
         # (a report of an install names the table and the rule)
         self.rules_sent: tuple[Rule, ...] | None = None
-        self.rule_tables: dict[int, tuple[Rule, ...]] = {}
+        self.rule_tables: dict[int, tuple[tuple[Rule, ...], tuple[Mfc, ...]]] = {}
         self.rule_epoch = 0
 
     # -- applying operations ------------------------------------------------
@@ -204,19 +204,23 @@ class Core:
     def rule_table(self, rules: tuple[Rule, ...]) -> SetRules:
         """The next table for the helper; its installs are what the engine has room for."""
         self.rule_epoch = self.rule_epoch % 0xFFFF + 1
-        self.rule_tables[self.rule_epoch] = self.rules_sent = rules
+        # the entry each rule writes: one value shared by all it installs
+        mfcs = tuple(Mfc(r.parent, r.ttls, "learned") for r in rules)
+        self.rule_tables[self.rule_epoch] = (rules, mfcs)
+        self.rules_sent = rules
         while len(self.rule_tables) > 8:
             del self.rule_tables[next(iter(self.rule_tables))]
         budget = max(0, self.engine.max_learned - len(self.engine.learned))
         return SetRules(self.rule_epoch, budget, rules)
 
-    def installed_by_rule(self, ev: Upcall) -> Mfc:
-        """What the helper wrote for an INSTALLED upcall, by the rule it names."""
-        table = self.rule_tables.get(ev.seq >> 16, ())
+    def installed_by_rule(self, ev: Upcall) -> tuple[Mfc, bool]:
+        """What the helper wrote for an INSTALLED upcall, by the rule it names, and
+        whether that rule is from the engine's table as it stands."""
+        rules, mfcs = self.rule_tables.get(ev.seq >> 16, ((), ()))
         i = ev.seq & 0xFFFF
-        if i < len(table) and (table[i].family, table[i].parent) == (ev.family, ev.vif):
-            return Mfc(ev.vif, table[i].ttls, "learned")
-        return Mfc(ev.vif, (), "unknown")  # the engine writes its own decision
+        if i < len(rules) and (rules[i].family, rules[i].parent) == (ev.family, ev.vif):
+            return mfcs[i], self.engine.current_rules(rules)
+        return Mfc(ev.vif, (), "unknown"), False  # the engine writes its own decision
 
     def execute(self, ops: Sequence[Op]) -> list[int]:
         """One errno per op from the helper; EINVAL for one no record can carry."""

@@ -223,3 +223,22 @@ def test_rule_records_are_what_the_helper_accepts() -> None:
         assert isinstance(cmd, validate.Rule), cmd
         assert (cmd.family, cmd.parent) == (rule.family, rule.parent)
     assert not [op for op in e.load_config(Config(routes=[])) if isinstance(op, AddVif)]
+
+
+def test_install_by_the_current_table_is_recorded_as_it_is() -> None:
+    e = loaded(route("a1", None, "225.1.2.3", "a2"))
+    rules = e.helper_rules()
+    assert e.current_rules(rules)
+    done = Mfc(rules[0].parent, rules[0].ttls, "learned")
+    s, g = A("10.0.0.1"), A("225.1.2.3")
+    assert e.upcall(4, NOCACHE, rules[0].parent, s, g, 0.0, done, True) == [
+        RunHook("install", 4, s, g)
+    ]
+    assert e.mfc[(4, s, g)] is done  # shared by every entry the rule installed
+    assert e.learned[(4, s, g)].iif == "a1"
+    e.add_route(route("a1", None, "225.1.2.4", "a3"))
+    assert not e.current_rules(rules)  # a report from it is compared again
+    e.max_learned = 1  # full: even an install by the current table is taken back
+    s2 = A("10.0.0.2")
+    ops = e.upcall(4, NOCACHE, rules[0].parent, s2, g, 0.0, done, True)
+    assert ops[0] == DelMfc(4, s2, g, rules[0].parent)

@@ -289,6 +289,7 @@ class Engine:
         group: Address,
         now: float,
         installed: Mfc | None = None,
+        current: bool = False,
     ) -> list[Op]:
         """A kernel upcall: NOCACHE (unknown (S,G)) or WRONGVIF (arrived elsewhere).
 
@@ -296,6 +297,8 @@ class Engine:
         one of its rules (`helper_rules`); an `unknown` Mfc when the daemon no
         longer knows that rule.  The engine then writes only where its own
         decision differs: the rule table it was made from may have changed since.
+        `current`: that table is still `helper_rules()`, which made the engine's
+        decision the rule's (see there): nothing left to compare.
         """
         iif = self._vif_name(family, vif)
         fam: Family = 4 if family == 4 else 6
@@ -311,7 +314,11 @@ class Engine:
                 return [AddMfc(fam, source, group, have.parent, have.ttls)]
             if installed is not None:
                 self.mfc[key] = installed  # what the kernel holds now
-            if key not in self.learned and len(self.learned) >= self.max_learned:
+            full = len(self.learned) >= self.max_learned
+            if current and not full and installed is not None and key not in self.learned:
+                self.learned[key] = Learned(iif)
+                return [RunHook("install", fam, source, group)]
+            if key not in self.learned and full:
                 undo = self._sync_mfc([key])  # takes back what the helper installed
                 if now - self._limit_logged < LIMIT_LOG_INTERVAL:
                     return undo
@@ -454,6 +461,10 @@ class Engine:
                     rules.append(Rule(fam, v.vif, src, slen, group, t.group_len, ttls))
         self._hrules = tuple(rules[:MAX_RULES])  # a first part of the table is safe
         return self._hrules
+
+    def current_rules(self, rules: tuple[Rule, ...]) -> bool:
+        """Is `rules` the table `helper_rules()` gives now?"""
+        return rules is self._hrules
 
     def vif_of(self, family: int, ifname: str) -> int | None:
         v = self.vifs.get(family, {}).get(ifname)
