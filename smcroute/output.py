@@ -400,9 +400,69 @@ def format_json(data: Any, *, detail: bool) -> str:
     if not detail:
         data = strip_counters(data)
     try:
+        return _indented(data) + "\n"
+    except _Unusual:
+        pass
+    try:
         return json.dumps(data, indent=2, ensure_ascii=True) + "\n"
     except (TypeError, ValueError, RecursionError) as e:
         raise OutputError(f"cannot print reply as JSON: {e}") from e
+
+
+class _Unusual(Exception):
+    """A value `_indented` leaves to json.dumps."""
+
+
+def _float(v: float) -> str:
+    if v != v or v in (float("inf"), float("-inf")):
+        raise _Unusual
+    return float.__repr__(v)
+
+
+def _indented(data: Any) -> str:
+    """json.dumps(data, indent=2, ensure_ascii=True), byte for byte, for plain
+    JSON values (str keys; str, int, float, None, bool, list, dict values),
+    several times faster: with an indent, json.dumps runs its pure-Python
+    encoder, a generator per value (-j -d of 10,000 routes: ~0.2 s)."""
+    from _json import encode_basestring_ascii as q
+
+    scalar: dict[type, Any] = {
+        str: q,
+        int: int.__repr__,
+        float: _float,
+        type(None): lambda _v: "null",
+        bool: lambda v: "true" if v else "false",
+    }
+    keys: dict[str, str] = {}  # a key -> its JSON text and ": "
+
+    def key(k: Any) -> str:
+        if type(k) is not str:
+            raise _Unusual
+        t = keys[k] = q(k) + ": "
+        return t
+
+    def enc(v: Any, level: int) -> str:
+        f = scalar.get(type(v))
+        if f is not None:
+            return f(v)  # type: ignore[no-any-return]
+        sep = ",\n" + "  " * (level + 1)
+        if type(v) is list:
+            if not v:
+                return "[]"
+            items = [f(x) if (f := scalar.get(type(x))) else enc(x, level + 1) for x in v]
+            return "[" + sep[1:] + sep.join(items) + "\n" + "  " * level + "]"
+        if type(v) is dict:
+            if not v:
+                return "{}"
+            parts = [
+                (keys.get(k) or key(k))
+                + (f(x) if (f := scalar.get(type(x))) else enc(x, level + 1))
+                for k, x in v.items()
+            ]
+            return "{" + sep[1:] + sep.join(parts) + "\n" + "  " * level + "}"
+        raise _Unusual
+
+    return enc(data, 0)
 
 
 def render(kind: str, data: Any, fmt: str, *, detail: bool) -> str:

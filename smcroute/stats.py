@@ -78,6 +78,14 @@ def key64(family: int, source: Address | None, group: Address) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8, key=_KEY).digest()) | _V6_BIT
 
 
+def _key(family: int, source: Any, group: Any) -> int:
+    """key64 for many lookups: IPv4 from the addresses' ints as ipaddress
+    stores them (int() is a Python-level call)."""
+    if family == 4 and type(group) is IPv4Address:
+        return ((0 if source is None else source._ip) << 28) | (group._ip & _G28)  # type: ignore[attr-defined,no-any-return]
+    return key64(family, source, group)
+
+
 def _raw_key(family: int, src: bytes, grp: bytes) -> int:
     if family == 4:
         return (int.from_bytes(src) << 28) | (int.from_bytes(grp) & _G28)
@@ -145,7 +153,7 @@ class Sample:
         where = {k: i for i, k in enumerate(self.keys)}
 
         def find(family: int, source: Address | None, group: Address) -> Entry | None:
-            i = where.get(key64(family, source, group))
+            i = where.get(_key(family, source, group))
             return None if i is None else self.entry(i)
 
         return find
@@ -200,14 +208,8 @@ class CountersView(Mapping[tuple[int, object, object], tuple[int, int]]):
         return got
 
     def get(self, key: tuple[int, object, object], default: Any = None) -> Any:
-        """`show -d` asks once per row: key64 inline for IPv4 (the addresses'
-        int values, as ipaddress stores them), no exception for a miss."""
-        fam, src, grp = key
-        if fam == 4 and type(grp) is IPv4Address:
-            k = ((0 if src is None else src._ip) << 28) | (grp._ip & _G28)  # type: ignore[attr-defined]
-        else:
-            k = key64(fam, src, grp)  # type: ignore[arg-type]
-        i = self.where.get(k)
+        """`show -d` asks once per row: no exception for a miss."""
+        i = self.where.get(_key(*key))
         return default if i is None else (self.sample.packets[i], self.sample.bytes[i])
 
     def __iter__(self) -> Iterator[tuple[int, object, object]]:

@@ -302,3 +302,26 @@ def test_formatting_raises_only_output_error(kind: str, data: object) -> None:
     for detail in (False, True):
         with contextlib.suppress(OutputError):
             format_show(kind, data, detail=detail, plain=True, headings=True)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and infinities too: json.dumps's own spelling
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        | st.dictionaries(st.integers() | st.booleans() | st.none(), inner, max_size=2)
+    ),
+    max_leaves=25,
+)
+
+
+@given(json_values)
+def test_format_json_is_json_dumps(value: object) -> None:
+    """The documents print as json.dumps(indent=2) does, byte for byte, whatever
+    they hold (what the fast path does not know goes to json.dumps)."""
+    want = json.dumps(value, indent=2, ensure_ascii=True) + "\n"
+    assert format_json(value, detail=True) == want
