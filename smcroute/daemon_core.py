@@ -90,14 +90,22 @@ def vanished_interface(op: Op) -> str | None:
         return op.ifname
 
 
+_malloc_trim: Any = None
+
+
 def trim_heap() -> None:
     """Give the heap pages freed by bulk work (parsing, planning, a reload that
     removed routes) back to the system: glibc keeps them otherwise, and the
-    daemon would stay at its peak size.  A no-op without glibc."""
+    daemon would stay at its peak size.  A no-op without glibc.  The function
+    is looked up once: each lookup makes a ctypes class, garbage that would
+    sit among the freed pages until the next collection."""
+    global _malloc_trim
     try:
-        import ctypes  # loaded already (privsep.mroute's BPF filter)
+        if _malloc_trim is None:
+            import ctypes  # loaded already (privsep.mroute's BPF filter)
 
-        ctypes.CDLL(None).malloc_trim(0)
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        _malloc_trim(0)
     except (OSError, AttributeError):
         pass
 

@@ -36,6 +36,14 @@ class Lifecycle(Core):
 
     def start(self) -> None:
         self._install_signals()
+        # What lives as long as the process is made before the routes: made
+        # after them, it would sit among their pages and keep those resident
+        # once a reload has removed the routes.
+        trim_heap()  # (looks the function up)
+        self.sel.register(self.helper.fileno(), selectors.EVENT_READ, "helper")
+        self.sel.register(self.events.fileno(), selectors.EVENT_READ, "netlink")
+        self.sel.register(self.sig_r.fileno(), selectors.EVENT_READ, "signal")
+        self.server.register(self.sel)  # selected only once we listen, below
         self.rescan_links()
         t0 = time.monotonic()
         config, problems = parse_file(self.opts.conf)
@@ -81,10 +89,6 @@ class Lifecycle(Core):
         sdnotify.ready(status)
         self.run_hook()
         self.ctl_sock.listen(64)  # from now on smcroutectl connects: we are ready
-        self.sel.register(self.helper.fileno(), selectors.EVENT_READ, "helper")
-        self.sel.register(self.events.fileno(), selectors.EVENT_READ, "netlink")
-        self.sel.register(self.sig_r.fileno(), selectors.EVENT_READ, "signal")
-        self.server.register(self.sel)
         if self.metrics is not None:
             self.metrics.start()
 
@@ -115,6 +119,14 @@ class Lifecycle(Core):
         self.mrdisc_dirty = True
         failures = self.apply(ops)
         self.write_pidfile()
+        few = 2 * len(self.engine.mfc) + 64
+        last = self.sampler.last
+        if last is not None and len(last) > few:
+            # Most sampled entries are gone: the next sample comes now (its
+            # rates still against this one), which frees the old one.
+            self.sampler.next_due = time.monotonic()
+        if len(ops) > few:
+            gc.collect()  # free lists keep objects among the removed entries' pages
         trim_heap()
         logsetup.notice(f"reload done: {len(ops)} kernel changes")
         sdnotify.ready(f"{len(self.engine.routes)} routes, {len(self.engine.mfc)} in kernel")

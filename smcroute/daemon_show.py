@@ -13,7 +13,7 @@ import time
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from smcroute.daemon_core import Core, bulk
+from smcroute.daemon_core import Core, bulk, trim_heap
 from smcroute.engine.core import EngineError
 from smcroute.logsetup import log
 from smcroute.netlink import NetlinkError, default_table
@@ -94,6 +94,7 @@ class Reading(Core):
     def take_sample(self, now: float) -> None:
         """The steady counter sample (rates); the metrics endpoint publishes it."""
         was_failing = self.sampler.failed
+        before = len(self.sampler.last or ())
         with bulk():
             sample = self.sampler.sample(now, link_names(self.engine))
             if sample is None:
@@ -102,3 +103,5 @@ class Reading(Core):
                 return
             if self.metrics is not None:
                 self.metrics.publish(self, sample)
+        if before > 2 * len(sample) + 64:
+            trim_heap()  # most entries went (a reload asked for this sample): their memory too

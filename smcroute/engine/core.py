@@ -874,10 +874,28 @@ class Engine:
             ops.extend(self._write(key, want, have))
         ops.extend(self._sync_joins())
         if len(ops) > 2 * len(self.mfc) + 64:
-            # A dict keeps its table at its largest size: after a reload that
-            # removed most entries, a copy gives the memory back.
-            self.mfc = dict(self.mfc)
+            self._compact()
         return ops
+
+    def _compact(self) -> None:
+        """After a reload that removed most entries: every container anew.
+
+        A dict keeps its table at its largest size, and what was made while
+        the old entries were still alive (the new VIF plan, the new indexes)
+        sits among them and keeps the allocator's pages resident once they
+        are gone: copies made now give that memory back.
+        """
+        self.mfc = dict(self.mfc)
+        self.routes = dict(self.routes)
+        self.groups = dict(self.groups)
+        self._exact = dict(self._exact)
+        self.learned = dict(self.learned)
+        self.joins = dict(self.joins)
+        self._rule_memo = {}
+        self.vifs = {
+            fam: {n: Vif(v.vif, v.ifindex, v.name, v.threshold) for n, v in vifs.items()}
+            for fam, vifs in self.vifs.items()
+        }
 
     def _write(self, key: MfcKey, want: Mfc | None, have: Mfc | None) -> list[Op]:
         if want == have:
