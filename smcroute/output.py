@@ -246,10 +246,10 @@ def routes_text(
     counts: dict[Any, str] = {}  # a counter -> its column (idle routes: many zeros)
 
     def count(n: Any) -> str:
-        c = counts.get(n)
-        if c is None:
-            c = counts[n] = f"{int(n):>{W}}"
+        c = counts[n] = f"{int(n):>{W}}"
         return c
+
+    c = counts.get
 
     out = _Out(plain, headings)
     for (_key, title), table in zip(ROUTE_TABLES, tables, strict=True):
@@ -258,8 +258,8 @@ def routes_text(
         _route_heading(out, title, pad, detail)
         if detail:
             out.lines += [
-                tail[id(o)] % (f"({'*' if s is None else s}, {g})", count(pk), count(by))
-                for s, g, o, pk, by in table
+                tail[id(o)] % (f"({s or '*'}, {g})", c(p) or count(p), c(b) or count(b))
+                for s, g, o, p, b in table
             ]
         else:
             out.lines += [
