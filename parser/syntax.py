@@ -20,9 +20,9 @@ file with 100,000 routes of one shape costs one lark parse.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.resources import files
 from typing import Any
 
 from lark import Lark, Token, Transformer
@@ -124,7 +124,43 @@ class _ToSkeleton(Transformer[Token, Any]):
 
 
 def grammar_text() -> str:
+    from importlib.resources import files  # only to build (tests, tools): not at start-up
+
     return files("smcroute.grammar").joinpath("smcroute.lark").read_text(encoding="utf-8")
+
+
+# lexer="basic": a word spelt like a keyword is always that keyword, in every
+# context -- the property the shape cache relies on.
+LARK_OPTIONS: dict[str, Any] = {"parser": "lalr", "lexer": "basic"}
+
+
+def build_lark(**extra: Any) -> Lark:
+    """A parser built from the grammar text (lark's grammar analysis, ~40 ms)."""
+    return Lark(grammar_text(), **LARK_OPTIONS, **extra)
+
+
+def saved_lark(**extra: Any) -> Lark | None:
+    """The parser from the tables saved in grammar/tables.json (~3 ms), or None
+    when they come from another lark version.  tools/lark_tables.py writes
+    them from the grammar; the tests check that they are the grammar's.
+    (Not lark's `cache=`: it unpickles from a shared temp directory, which a
+    daemon started as root must never do.)"""
+    import json
+
+    import lark
+    import smcroute.grammar
+
+    folder = os.path.dirname(os.path.abspath(smcroute.grammar.__file__ or "."))
+    with open(os.path.join(folder, "tables.json"), encoding="utf-8") as f:
+        saved = json.load(f, object_pairs_hook=_int_keys)
+    if lark.__version__ != saved["lark_version"]:
+        return None
+    return Lark._load_from_dict(saved["data"], saved["memo"], **extra)  # type: ignore[no-any-return,no-untyped-call]
+
+
+def _int_keys(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
+    """JSON keys are text: lark's tables number their states, tokens and memo."""
+    return {int(k) if k.isdigit() else k: v for k, v in pairs}
 
 
 _lark: Lark | None = None
@@ -133,14 +169,10 @@ _TERM_WORD: dict[str, str] = {}  # terminal name -> keyword text
 
 
 def lark_parser() -> Lark:
-    """The compiled grammar, built once per process (~45 ms)."""
+    """The compiled grammar, loaded once per process."""
     global _lark, KEYWORDS, _TERM_WORD
     if _lark is None:
-        # No lark `cache=`: it unpickles from a shared temp directory, which a
-        # daemon started as root must never do.
-        # lexer="basic": a word spelt like a keyword is always that keyword, in
-        # every context -- the property the shape cache relies on.
-        lk = Lark(grammar_text(), parser="lalr", lexer="basic", transformer=_ToSkeleton())
+        lk = saved_lark(transformer=_ToSkeleton()) or build_lark(transformer=_ToSkeleton())
         _TERM_WORD = {t.name: str(t.pattern.value) for t in lk.terminals if t.pattern.type == "str"}
         KEYWORDS = frozenset(_TERM_WORD.values())
         _KW_MAP.update({k: k for k in KEYWORDS})

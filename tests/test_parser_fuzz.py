@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
+import lark
+import smcroute.grammar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from smcroute.parser import ParseError, parse_command, parse_file, parse_text
+from lark.exceptions import UnexpectedInput
+from smcroute.parser import ParseError, parse_command, parse_file, parse_text, syntax
 from smcroute.parser.syntax import DIRECTIVES, SyntaxProblem, keywords, parse_with_lark, parse_words
 
 from smcroute.model import Config, MGroup, MRoute
@@ -129,3 +136,47 @@ def test_parse_command_raises_only_parse_error(cmd: str, args: list[str]) -> Non
         str(e).encode("utf-8")
     else:
         assert isinstance(r, MRoute if cmd in ("add", "remove") else MGroup)
+
+
+# -- the saved LALR tables (grammar/tables.json) are the grammar's ----------------
+
+
+def test_saved_tables_come_from_this_grammar() -> None:
+    sha = hashlib.sha256(syntax.grammar_text().encode("utf-8")).hexdigest()
+    assert sha == _saved()["grammar_sha256"], "grammar changed: run tools/lark_tables.py"
+
+
+SHAPE_WORDS = [*keywords(), "@"]
+
+
+def _saved() -> dict[str, Any]:
+    path = Path(smcroute.grammar.__file__ or ".").parent / "tables.json"
+    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _parsers() -> tuple[Any, Any] | None:
+    """(from the saved tables, built from the grammar), or None with another lark."""
+    saved = syntax.saved_lark(transformer=syntax._ToSkeleton())
+    if saved is None:
+        return None
+    return saved, syntax.build_lark(transformer=syntax._ToSkeleton())
+
+
+@given(st.lists(st.sampled_from(SHAPE_WORDS), min_size=1, max_size=9))
+@settings(max_examples=800)
+def test_saved_tables_parse_as_the_grammar(shape: list[str]) -> None:
+    """Every shape gets the same skeleton, or fails at the same token with
+    the same expectations, from the saved tables as from lark's own build."""
+    parsers = _parsers()
+    if parsers is None:  # another lark than the tables': the parser builds its own
+        assert lark.__version__ != _saved()["lark_version"]
+        return
+    text = " ".join(f"@{i}" if w == "@" else w for i, w in enumerate(shape))
+    results = []
+    for parser in parsers:
+        try:
+            results.append(("ok", parser.parse(text)))
+        except UnexpectedInput as e:
+            results.append(("error", (e.line, e.column, frozenset(getattr(e, "expected", ())))))
+    assert results[0] == results[1]
