@@ -77,8 +77,8 @@ class Helper:
         self.parent_gone = False
         self.last: dict[tuple[str, int, int], float] = {}  # rate limits: last event per key
         self.dropped, self.dropped_at = 0, 0.0  # bad kernel messages since the last log line
-        self.rules: list[validate.Rule] = []  # the daemon's table (see wire, UPCALL INSTALLED)
-        self.epoch = self.budget = 0
+        # the daemon's rule table (see wire, UPCALL INSTALLED), its epoch and budget
+        self.rules, self.epoch, self.budget = list[validate.Rule](), 0, 0
 
     # --- talking to the daemon ---------------------------------------------------
     def send(self, msg: bytes) -> None:

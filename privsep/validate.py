@@ -151,7 +151,7 @@ def _check(r: wire.Record) -> Command:
 
 def _rule(r: wire.Rule) -> Rule:
     src, grp = _sg(r.family, r.source, r.group)
-    bits, n, parent = 8 * len(src), len(src), _vif(r.parent)
+    bits, n, p = 8 * len(src), len(src), _vif(r.parent)
     if not (4 if n == 4 else 8) <= r.group_len <= bits or r.source_len > bits:
         raise _Bad(f"rule prefix lengths {r.source_len}, {r.group_len} out of range")
     ones, net = (1 << bits) - 1, int.from_bytes(src + grp)
@@ -159,10 +159,7 @@ def _rule(r: wire.Rule) -> Rule:
     if net & ~mask:
         raise _Bad("rule prefix with host bits set")
     oifs = sum(1 << i for i, o in enumerate(r.outs) if o)  # IPv6
-    if n == 4:
-        value = kernel.mfcctl(src, grp, parent, r.outs)
-    else:
-        value = kernel.mf6cctl(src, grp, parent, oifs)
+    value = kernel.mfcctl(src, grp, p, r.outs) if n == 4 else kernel.mf6cctl(src, grp, p, oifs)
     a, b = (0, 4) if n == 4 else (8, 36)  # where source and group are in `value`
     option = kernel.MRT_ADD_MFC  # = MRT6_ADD_MFC
-    return Rule(r.family, parent, mask, net, option, (value[:a], value[a + n : b], value[b + n :]))
+    return Rule(r.family, p, mask, net, option, (value[:a], value[a + n : b], value[b + n :]))
