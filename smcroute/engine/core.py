@@ -428,7 +428,7 @@ class Engine:
     def helper_rules(self) -> tuple[Rule, ...]:
         """The rule table for the helper: where the fate of a new source is only
         "install (S,G) as this template says", which the helper may then do by
-        itself (doc/DESIGN.md: the fast path).
+        itself (README, "The privileged helper": the fast path).
 
         One rule per template and inbound VIF, in the order `_match` tries the
         templates, so the first rule a NOCACHE matches is the template `upcall`
