@@ -23,12 +23,13 @@ import time
 
 from smcroute import helper_wire, logsetup
 from smcroute.daemon_control import Control
-from smcroute.daemon_core import EX_CONFIG, EXIT_SOFTWARE, Options, Unreadable
+from smcroute.daemon_core import EX_CONFIG, EXIT_SOFTWARE, Unreadable
 from smcroute.daemon_mrdisc import Discovery
 from smcroute.engine.ops import Announce, Op
 from smcroute.ipc.server import ControlServer
 from smcroute.logsetup import log
 from smcroute.netlink import NetlinkError
+from smcroute.options import Options
 from smcroute.privsep.client import HelperClient, HelperGone
 from smcroute.privsep.daemon_wire import Upcall
 from smcroute.privsep.wire import INSTALLED

@@ -22,8 +22,8 @@ from typing import Any, NoReturn
 import click
 
 from smcroute import __version__, identity, logsetup
-from smcroute.daemon import Daemon, Options
 from smcroute.logsetup import log
+from smcroute.options import Options
 
 EX_OK = 0
 EX_USAGE = 64
@@ -372,6 +372,10 @@ def run(o: Options) -> int:
         janitor = None
         log.warning(f"no janitor ({e}): no PID file, and the control socket stays after exit")
     try:
+        # The daemon's modules, now that the helper and janitor start (they
+        # are separate interpreters), and before the privilege drop.
+        from smcroute.daemon import Daemon
+
         try:
             warm_up()
             logsetup.notice(drop_parent_privileges(who.uid, who.gid, who.describe(o.ident)))

@@ -3,7 +3,7 @@ engine's operations to the privileged helper.
 
 Owns the state every part of the daemon shares (`Core.__init__`: engine,
 helper client, netlink sockets, selector, signal wake-up pair, timers,
-counters), `Options`, the exit codes, `apply()` (one batch to the helper,
+counters), the exit codes, `apply()` (one batch to the helper,
 failures fed back to the engine and logged with context), link rescans and
 the `-e` hook's `reload` call.  Must not: make routing decisions (the engine
 does), touch the kernel's routing state itself (only the helper can), or
@@ -20,7 +20,6 @@ import selectors
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from smcroute import helper_wire, logsetup
@@ -41,11 +40,12 @@ from smcroute.engine.ops import (
 from smcroute.ipc.server import ControlServer
 from smcroute.logsetup import log
 from smcroute.netlink import RTNLGRP_LINK, Netlink, NetlinkError
+from smcroute.options import Options
 from smcroute.privsep.client import HelperClient
 from smcroute.privsep.daemon_wire import Upcall
 from smcroute.privsep.janitor import Janitor
 from smcroute.privsep.wire import ProtoError
-from smcroute.stats import DEFAULT_INTERVAL, Counts, Sampler
+from smcroute.stats import Counts, Sampler
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70
@@ -54,30 +54,6 @@ EX_CONFIG = 78
 
 class Unreadable(Exception):
     """The configuration exists but the main process may not read it (start-up)."""
-
-
-@dataclass
-class Options:
-    ident: str = "smcroute"
-    conf: str = "/etc/smcroute.conf"
-    pidfile: str = "/var/run/smcroute.pid"
-    sockpath: str = "/var/run/smcroute.sock"
-    table: int = 0
-    loglevel: str = "notice"
-    foreground: bool = False
-    use_syslog: bool = False
-    cache_timeout: int = 60
-    startup_delay: int = 0
-    hook: str | None = None
-    mrdisc_interval: int = 20
-    user: str | None = None
-    group: str | None = None
-    exit_after: float | None = None
-    zero_loss: bool = False
-    max_learned: int = 20000
-    sample_interval: int = DEFAULT_INTERVAL
-    metrics: str | None = None  # [ADDR:]PORT of the metrics endpoint
-    metrics_routes: int = 1000
 
 
 def vanished_interface(op: Op) -> str | None:

@@ -47,8 +47,8 @@ from smcroute.netlink import (
     NetlinkError,
     default_table,
 )
+from smcroute.options import DEFAULT_INTERVAL
 
-DEFAULT_INTERVAL = 10  # seconds between two samples (about 0.4 % of a core with 10,000 routes)
 RTM_NEWLINK = 16
 RTA_DST, RTA_SRC, RTA_TABLE, RTA_MFC_STATS, RTA_EXPIRES = 1, 2, 15, 17, 23
 IFLA_AF_SPEC = 26
