@@ -360,6 +360,8 @@ def _batch_struct(family: int, length: int) -> struct.Struct | None:
     RTA_PAD), padded to its 4-byte stride: for buffers of such messages only."""
     got = _BATCH.get((family, length))
     if got is None and (family, length) not in _BATCH:
+        if len(_BATCH) >= 64:  # one per number of OIFs, usually a few: bounded anyway
+            _BATCH.clear()
         a = "I" if family == 4 else "16s"
         head = f"=IH2xI4x8xIII I{a} I{a}"  # nlmsghdr, rtmsg (flags), table, source, group
         skip = length - struct.calcsize(head) - 40
