@@ -171,6 +171,8 @@ class Core:
             if err == 0:
                 continue
             self.engine.op_failed(op, err)
+            if isinstance(op, SetRules):  # the helper's indexes may not be ours: no trust
+                self.rule_tables.pop(op.epoch, None)
             self.counts.kernel_failures += 1
             msg = f"failed to {describe(op)}: {os.strerror(err)}"
             failures.append(msg)

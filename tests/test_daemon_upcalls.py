@@ -120,3 +120,56 @@ def test_a_flood_is_handled_in_bounded_rounds(daemon: tuple[Daemon, FakeHelper])
         d.on_helper(0.0)
     assert not helper.has_events()
     assert len(helper.executed) - before == 3 * UPCALL_ROUND + 5
+
+
+def installed(d: Daemon, source: str, rule: int = 0) -> daemon_wire.Upcall:
+    """The helper's report of an install of (source, 225.1.1.1) by `rule` of its table."""
+    up = Upcall(4, wire.INSTALLED, 0, source, "225.1.1.1")
+    return up._replace(seq=d.rule_epoch << 16 | rule)
+
+
+def test_helper_installs_are_recorded_and_read_in_batches(
+    daemon: tuple[Daemon, FakeHelper],
+) -> None:
+    import selectors
+
+    d, helper = daemon
+    helper.late = []
+    tables = [r for r in helper.executed if isinstance(r, wire.Rules)]
+    rules = [r for r in helper.executed if isinstance(r, wire.Rule)]
+    assert tables[-1] == wire.Rules(d.rule_epoch, d.engine.max_learned) and len(rules) == 1
+    d.sel.register(helper.fileno(), selectors.EVENT_READ, "helper")
+    helper.executed.clear()
+    helper.events.append(installed(d, "10.1.0.7"))
+    d.on_helper(5.0)
+    assert helper.executed == []  # the engine's decision is the rule's: no second write
+    key = (4, ip_address("10.1.0.7"), ip_address("225.1.1.1"))
+    assert key in d.engine.learned and d.engine.mfc[key].ttls == ((1, 1),)
+    # its socket is read again only after HELPER_HOLD
+    assert d.helper_hold == 5.0 + 0.02 and helper.fileno() not in d.sel.get_map()
+    assert d._timeout(5.0) == pytest.approx(0.02)
+    d.resume_helper(5.02)
+    assert d.helper_hold is None and helper.fileno() in d.sel.get_map()
+
+
+def test_a_table_the_helper_did_not_take_whole_is_not_trusted(
+    daemon: tuple[Daemon, FakeHelper],
+) -> None:
+    d, helper = daemon
+    helper.late = []
+
+    def refuse_rules(ops: Sequence[wire.Record]) -> list[int]:
+        helper.executed.extend(ops)
+        return [22 if isinstance(r, wire.Rule) else 0 for r in ops]
+
+    helper.execute = refuse_rules  # type: ignore[method-assign]
+    route = MRoute("a1", None, 0, ip_address("225.1.1.2"), 32, ("a2",))
+    d.apply(d.engine.add_route(route))
+    assert d.rule_epoch not in d.rule_tables
+    helper.executed.clear()
+    helper.events.append(installed(d, "10.1.0.8"))
+    d.helper_hold = 1.0  # (not registered in this test's selector: no hold)
+    d.on_helper(5.0)
+    # the report cannot be trusted: the engine writes its own decision
+    adds = [r for r in helper.executed if isinstance(r, wire.AddMfc4)]
+    assert [str(ip_address(r.source)) for r in adds] == ["10.1.0.8"]
