@@ -102,3 +102,44 @@ def test_inbound_interface_vanishes_and_returns() -> None:
     assert e.routes and e.pending() == [r1]
     ops = e.set_links([Link(9, "a1", M), Link(3, "a2", M)])
     assert ops == [AddVif(4, 0, 9, 1, "a1"), AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ((1, 1),))]
+
+
+def test_reload_that_removes_most_routes_keeps_what_stays() -> None:
+    """A reload that removes most entries makes the engine's containers anew
+    (their memory back): everything that stays must stay, exactly, and the
+    next changes must be the same differences as without that."""
+    from smcroute.engine.ops import JoinGroup, LeaveGroup, UpcallKind
+    from smcroute.model import MGroup
+
+    e = Engine(families=(4,))
+    e.set_links([Link(2, "a1", M), Link(3, "a2", M), Link(4, "a3", M)])
+    many = [route("a1", f"10.0.{i >> 8}.{i & 255}", "225.1.1.1", "a2") for i in range(200)]
+    keep = route("a1", "10.9.9.9", "225.9.9.9", "a2", "a3")
+    tmpl = MRoute("a2", None, 0, A("225.7.0.0"), 16, ("a3",))
+    join = MGroup("a1", None, 0, A("225.5.5.5"), 32)
+    ops = e.load_config(Config(routes=[*many, keep, tmpl], groups=[join]))
+    assert sum(isinstance(o, AddMfc) for o in ops) == 201
+    learned = e.upcall(4, UpcallKind.NOCACHE, 1, A("10.1.1.1"), A("225.7.1.1"), 0.0)
+    assert AddMfc(4, A("10.1.1.1"), A("225.7.1.1"), 1, ((2, 1),)) in learned
+    vifs = {n: (v.vif, v.ifindex) for n, v in e.vifs[4].items()}
+
+    ops = e.load_config(Config(routes=[keep, tmpl], groups=[join]))
+    assert len(ops) == 200 and all(isinstance(o, DelMfc) for o in ops)
+    assert {n: (v.vif, v.ifindex) for n, v in e.vifs[4].items()} == vifs
+    assert list(e.routes.values()) == [keep, tmpl]
+    assert set(e.mfc) == {(4, A("10.9.9.9"), A("225.9.9.9")), (4, A("10.1.1.1"), A("225.7.1.1"))}
+    assert (4, A("10.1.1.1"), A("225.7.1.1")) in e.learned
+    assert list(e.joins.values()) == ["a1"]
+    # the next changes: only their differences, as before
+    ops = e.set_links([Link(2, "a1", M), Link(3, "a2", M)])  # a3 is gone
+    assert AddMfc(4, A("10.9.9.9"), A("225.9.9.9"), 0, ((1, 1),)) in ops
+    ops = e.set_links([Link(2, "a1", M), Link(3, "a2", M), Link(4, "a3", M)])
+    assert AddMfc(4, A("10.9.9.9"), A("225.9.9.9"), 0, ((1, 1), (2, 1))) in ops
+    whole = MRoute(keep.iif, keep.source, 32, keep.group, 32, ())
+    assert e.remove_route(whole) == [DelMfc(4, A("10.9.9.9"), A("225.9.9.9"), 0)]
+    assert e.leave(join) == [LeaveGroup(4, 2, A("225.5.5.5"), None, "a1")]
+    assert e.join(join) == [JoinGroup(4, 2, A("225.5.5.5"), None, "a1")]
+    again = e.load_config(Config(routes=[*many, keep, tmpl], groups=[join]))
+    want = [AddMfc(4, r.source, r.group, 0, ((1, 1),)) for r in many]
+    want.append(AddMfc(4, A("10.9.9.9"), A("225.9.9.9"), 0, ((1, 1), (2, 1))))
+    assert sorted(again, key=repr) == sorted(want, key=repr)
