@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Literal
 
+from smcroute.privsep.kernel import MAXVIFS
+
 Address = IPv4Address | IPv6Address
 Family = Literal[4, 6]
 
-MAX_OIFS = 32  # the kernel's VIF/MIF limit
+MAX_OIFS = MAXVIFS  # a route's outbound interfaces: at most one per VIF/MIF
 MAX_TTL = 255
 
 

@@ -782,12 +782,12 @@ def sc_bench() -> None:
                 for i in range(n)
             ]
         t0 = time.perf_counter()
-        r = w.h.execute(ops)
+        r = w.ex(*ops)
         t1 = time.perf_counter()
         assert r == [0] * n, sorted(set(r))
         dels = [DelMfc(o.family, o.source, o.group, o.parent) for o in ops]
         t2 = time.perf_counter()
-        r = w.h.execute(dels)
+        r = w.ex(*dels)
         t3 = time.perf_counter()
         assert r == [0] * n
         res[f"ipv{fam}_add_mfc_ops_per_s"] = round(n / (t1 - t0))
