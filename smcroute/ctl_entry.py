@@ -9,6 +9,9 @@ click as always and takes that answer only if the request it makes is byte for
 byte the one sent (otherwise it opens a new connection).  Any other command
 line, or a daemon that cannot be reached, leaves everything to `smcroute.ctl`.
 
+Ends the process with `os._exit` once stdout and stderr are flushed: the
+interpreter's teardown would only free memory.
+
 Must not: report anything (every message is `smcroute.ctl`'s), or send
 anything but a `show`.
 """
@@ -90,4 +93,17 @@ def main() -> int:
         prefetch(sys.argv[1:])
     from smcroute.ctl import main as ctl_main
 
-    return ctl_main()
+    try:
+        code: str | int | None = ctl_main()
+    except SystemExit as e:  # how smcroute.ctl ends, after flushing stdout
+        code = e.code
+    if not isinstance(code, int):
+        sys.exit(code)  # never: smcroute.ctl exits with an int
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)  # the interpreter's own ending: it reports what it must
+    # Everything is written: skip the interpreter's teardown (freeing every
+    # module, click's too), ~10 ms after the last byte of a show.
+    os._exit(code)
