@@ -28,6 +28,7 @@ from .wire import (
     ProtoError,
     Record,
     _header,
+    guarded,
     peek_header,
 )
 
@@ -82,12 +83,7 @@ def encode_ops(seq: int, records: Sequence[Record]) -> bytes:
 
 def decode(data: bytes) -> Message:
     """Decode one message from the helper.  Raises only `ProtoError`."""
-    try:
-        return _decode(memoryview(bytes(data)))
-    except ProtoError:
-        raise
-    except Exception as e:  # the contract is ProtoError only, whatever the bytes
-        raise ProtoError(f"undecodable message: {e!r}") from None
+    return guarded(_decode, data)
 
 
 def _decode(data: memoryview) -> Message:

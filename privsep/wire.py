@@ -55,8 +55,11 @@ import struct
 # its width: type checkers see int or bytes, run time its struct code.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import NamedTuple as NamedTuple
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
     U8 = int
     U16 = int
@@ -189,14 +192,19 @@ def peek_header(data: bytes) -> tuple[int, int, int] | None:
     return mtype, seq, count
 
 
-def decode_request(data: bytes) -> Ops:
-    """Decode one message to the helper.  Raises only `ProtoError`."""
+def guarded(decoder: Callable[[memoryview], T], data: bytes) -> T:
+    """`decoder` over a copy of `data`, raising only `ProtoError` whatever the bytes."""
     try:
-        return _decode_request(memoryview(bytes(data)))
+        return decoder(memoryview(bytes(data)))
     except ProtoError:
         raise
     except Exception as e:  # the contract is ProtoError only, whatever the bytes
         raise ProtoError(f"undecodable message: {e!r}") from None
+
+
+def decode_request(data: bytes) -> Ops:
+    """Decode one message to the helper.  Raises only `ProtoError`."""
+    return guarded(_decode_request, data)
 
 
 def _decode_request(data: memoryview) -> Ops:
