@@ -1,34 +1,42 @@
-"""The `smcroutectl` program: asks for a `show` before click is even imported.
+"""The `smcroutectl` program: asks for a `show` before anything else is imported.
 
 A process starts, imports click (~30 ms) and only then asks the daemon, which
 then renders: both one after the other.  Here a `show` on a plain command
 line (options -d -j -p -t -u -i, each on its own; words `show [TABLE]` or
-none) is sent to the daemon first thing, so that the daemon renders it while
-this process imports click; `smcroute.ctl` then parses the command line with
-click as always and takes that answer only if the request it makes is byte for
-byte the one sent (otherwise it opens a new connection).  Any other command
-line, or a daemon that cannot be reached, leaves everything to `smcroute.ctl`.
+none) is sent to the daemon first thing, with nothing imported but the
+request encoder (`smcroute.ipc.request`) and `_socket`, so that the daemon
+renders it while this process imports click and the rest; `smcroute.ctl`
+then parses the command line with click as always and takes that answer only
+if the request it makes is byte for byte the one sent (otherwise it opens a
+new connection).  Any other command line, or a daemon that cannot be reached
+at once (no socket, refused, a full backlog), leaves everything to
+`smcroute.ctl`, which reports it.
 
 Ends the process with `os._exit` once stdout and stderr are flushed: the
 interpreter's teardown would only free memory.
 
-Must not: report anything (every message is `smcroute.ctl`'s), or send
-anything but a `show`.
-"""
+Must not: report anything (every message is `smcroute.ctl`'s), send anything
+but a `show`, or import anything heavy before it is sent."""
 
 from __future__ import annotations
 
+# Nothing here imports `typing`, `collections` or `re` before the request is
+# sent (`smcroute.ipc.request` alone): those imports are click's, later.
+import _socket
 import gc
 import os
 import sys
-from collections.abc import Sequence
 
-from smcroute.ipc.client import ControlClient
-from smcroute.ipc.codec import SHOW_KINDS, IpcError, default_socket_path, encode_request
+from smcroute.ipc.request import SHOW_KINDS, IpcError, default_socket_path, encode_request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from smcroute.ipc.client import ControlClient
 
 _FLAGS = {"-d": "detail", "-j": "json", "-p": "plain", "-t": "rows"}
 _VALUES = {"-u": "path", "-i": "ident", "-I": "ident"}
-_sent: tuple[str, ControlClient] | None = None  # (socket path, client with the request sent)
+# (socket path, connected socket, the request line sent on it)
+_sent: tuple[str, _socket.socket, bytes] | None = None
 
 
 def show_format(json: bool, rows: bool, plain: bool, tty: bool) -> str:
@@ -40,7 +48,7 @@ def show_format(json: bool, rows: bool, plain: bool, tty: bool) -> str:
     return "text" if plain or not tty else "ansi"
 
 
-def prefetch(argv: Sequence[str]) -> None:
+def prefetch(argv: list[str]) -> None:
     """Send the `show` that `argv` asks for, if it is that simple."""
     global _sent
     seen: dict[str, str] = {}
@@ -67,25 +75,40 @@ def prefetch(argv: Sequence[str]) -> None:
         tty = False
     fmt = show_format("json" in seen, "rows" in seen, "plain" in seen, tty)
     path = seen.get("path") or default_socket_path(ident)
-    client = ControlClient(path)
     try:
-        client.send(encode_request("show", words[1:] or ["routes"], "detail" in seen, fmt))
+        line = encode_request("show", words[1:] or ["routes"], "detail" in seen, fmt)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     except (IpcError, OSError):
-        client.close()
         return
-    _sent = (path, client)
+    # Non-blocking: a daemon whose backlog is full, or anything else but an
+    # at once connection and send, is left to smcroute.ctl (it waits, or says why).
+    sock.setblocking(False)
+    try:
+        sock.connect(path)
+        sent = sock.send(line)
+    except (OSError, ValueError):
+        sent = -1
+    if sent != len(line):
+        sock.close()
+        return
+    _sent = (path, sock, line)
 
 
 def take(path: str) -> ControlClient | None:
-    """The client that already asked `path` for a show, if any (once)."""
+    """The client whose connection already asked `path` for a show, if any (once)."""
     global _sent
     got, _sent = _sent, None
     if got is None:
         return None
+    sock, line = got[1], got[2]
     if got[0] != path:
-        got[1].close()
+        sock.close()
         return None
-    return got[1]
+    from smcroute.ipc.client import ControlClient  # smcroute.ctl has imported it
+
+    client = ControlClient(path)
+    client.adopt(sock, line)
+    return client
 
 
 def main() -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ from test_output import DETAIL_ROUTES, SPEC_GROUPS, SPEC_INTERFACES, SPEC_ROUTES
 
 from smcroute import __version__, ctl_entry
 from smcroute.ctl import main, resolve_command
-from smcroute.ipc.codec import Request
+from smcroute.ipc.codec import Request, decode_request
 
 
 @pytest.fixture(params=["rendered", "document"])
@@ -275,7 +278,9 @@ def test_ident_selects_socket(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a socket others cannot use")
-def test_permission_denied_mentions_root(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ahead", [False, True])
+def test_permission_denied_mentions_root(tmp_path: Path, ahead: bool) -> None:
+    """`ahead`: as the program runs it, a show sent before smcroute.ctl (which fails)."""
     path = tmp_path / "root.sock"
     with FakeDaemon(str(path)):
         os.chmod(path, 0o600)
@@ -289,7 +294,10 @@ def test_permission_denied_mentions_root(tmp_path: Path) -> None:
                 os.setuid(65534)
                 err = io.StringIO()
                 sys.stderr = err
-                code = main(["-u", str(path), "flush"])
+                argv = ["-u", str(path), "show" if ahead else "flush"]
+                if ahead:
+                    ctl_entry.prefetch(argv)
+                code = main(argv)
                 os.write(wfd, f"{code}\n{err.getvalue()}".encode())
             finally:
                 os._exit(0)
@@ -522,3 +530,158 @@ def test_the_program_asks_ahead(daemon: FakeDaemon) -> None:
     )
     assert (p.returncode, p.stdout, p.stderr) == (0, SPEC_ROUTES, "")
     assert daemon.requests == [Request("show", ("routes",), False, "text")]
+
+
+def program(*argv: str) -> tuple[int, str, str]:
+    """The installed smcroutectl (console script: smcroute.ctl_entry), run."""
+    p = subprocess.run(
+        [str(Path(sys.executable).with_name("smcroutectl")), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "Traceback" not in p.stdout + p.stderr
+    return p.returncode, p.stdout, p.stderr
+
+
+@contextlib.contextmanager
+def raw_daemon(path: str, reply: bytes) -> Iterator[list[bytes]]:
+    """A 'daemon' on `path` answering each connection's first request with `reply`
+    (then hanging up); yields the request lines it got."""
+    got: list[bytes] = []
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(8)
+    lsock.settimeout(0.1)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = lsock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                got.append(conn.recv(1000))
+                conn.sendall(reply)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        yield got
+    finally:
+        done.set()
+        t.join()
+        lsock.close()
+
+
+@pytest.mark.parametrize("form", [["show"], ["-d", "show"], ["-j", "show", "interfaces"]])
+@pytest.mark.parametrize(
+    "reply, message",
+    [
+        (b"garbage\n", "smcroutectl: malformed JSON: Expecting value: line 1 column 1 (char 0)\n"),
+        (b'{"ok": true, "data": {"rou', "smcroutectl: the daemon closed the connection in the "
+         "middle of its reply\n"),
+        (b"", "smcroutectl: the daemon closed the connection without replying\n"),
+        (b'{"ok": false, "error": "no"}\n', "smcroutectl: no\n"),
+        (b'{"ok": true, "text": 5}\nab', "smcroutectl: the daemon closed the connection in the "
+         "middle of its reply\n"),
+    ],
+)  # fmt: skip
+def test_the_program_reports_a_bad_reply_as_before(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, form: list[str], reply: bytes, message: str
+) -> None:
+    """The show sent ahead gets the reply: the same message and status as
+    smcroute.ctl alone gives (one request: the one sent ahead)."""
+    path = str(tmp_path / "raw.sock")
+    with raw_daemon(path, reply) as got:
+        assert run(capsys, "-u", path, *form) == (1, "", message)
+        assert program("-u", path, *form) == (1, "", message)
+    assert len(got) == 2 and got[0] == got[1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["show"], "smcroutectl: Cannot find IPC socket {none}\n"),
+        (["-d", "show", "groups"], "smcroutectl: Cannot find IPC socket {none}\n"),
+        (["show", "foo"], "smcroutectl: unknown table 'foo' for show. Expected routes, groups, "
+         "interfaces or pending.\n"),
+        (["shwo"], "smcroutectl: unknown command 'shwo'; did you mean 'show'? Try "
+         "'smcroutectl help'.\n"),
+        (["-x", "show"], "smcroutectl: unknown option -x. Try 'smcroutectl help'.\n"),
+    ],
+)  # fmt: skip
+def test_the_program_without_a_daemon(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str
+) -> None:
+    none = str(tmp_path / "none")
+    want = (1, "", message.format(none=none))
+    assert run(capsys, "-u", none, *argv) == want
+    assert program("-u", none, *argv) == want
+
+
+def test_show_not_asked_ahead_of_a_full_backlog(tmp_path: Path) -> None:
+    """A daemon that cannot take the connection at once: smcroute.ctl connects
+    (and waits its turn, see ControlClient.connect)."""
+    path = str(tmp_path / "full.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(0)
+    queued = []
+    try:
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            queued.append(s)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                break
+            assert len(queued) < 100
+        ctl_entry.prefetch(["-u", path, "show"])
+        assert ctl_entry.take(path) is None
+    finally:
+        for s in queued:
+            s.close()
+        lsock.close()
+
+
+IMPORTS_AHEAD = """
+import sys
+sys.path.insert(0, {repo!r})
+import os, socket  # os: what site imports in any start; socket: this test's own
+lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+lsock.bind({path!r})
+lsock.listen(1)
+before = set(sys.modules)
+from smcroute import ctl_entry
+ctl_entry.prefetch(["-u", {path!r}, "-j", "show"])
+print(" ".join(sorted(set(sys.modules) - before)))
+conn, _ = lsock.accept()
+print(conn.recv(1000).decode(), end="")
+"""
+
+
+def test_the_show_is_sent_before_anything_heavy_is_imported(tmp_path: Path) -> None:
+    """Before the request goes out: smcroute's own small modules and two C
+    modules, nothing else (`typing`, `collections`, `re`... would delay it)."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    code = IMPORTS_AHEAD.format(repo=repo, path=str(tmp_path / "s.sock"))
+    p = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    modules, line = p.stdout.splitlines()
+    assert set(modules.split()) <= {
+        "__future__",
+        "smcroute",
+        "smcroute.ctl_entry",
+        "smcroute.ipc",
+        "smcroute.ipc.request",
+        "_json",
+        "gc",
+    }
+    assert "smcroute.ipc.request" in modules.split()
+    assert decode_request(line.encode()) == Request("show", ("routes",), False, "json")

@@ -97,12 +97,14 @@ class ControlClient:
             raise IpcError(f"lost connection to the daemon: {e.strerror or e}") from e
         return resp
 
-    def send(self, line: bytes) -> None:
-        """Send a request line now; the `request()` making the same line reads
-        its answer (smcroutectl asks for a show before its start-up is done)."""
-        self.connect()
-        assert self._sock is not None
-        self._sock.sendall(line)
+    def adopt(self, sock: _socket.socket, line: bytes) -> None:
+        """Take a socket connected to `path` with the request `line` already sent
+        on it; the `request()` making the same line reads its answer (smcroutectl
+        asks for a show before its start-up is done, see `smcroute.ctl_entry`)."""
+        self.close()
+        sock.settimeout(self.timeout)
+        self._sock = sock
+        self._buf.clear()
         self._sent = line
 
     def _readexact(self, n: int) -> bytes:

@@ -1,10 +1,10 @@
 """The control protocol's wire format and its pure codec.
 
 Owns: one line of UTF-8 JSON per request and per response, over an AF_UNIX
-SOCK_STREAM socket (default path `/var/run/NAME.sock`); `encode_request`,
-`decode_request`, `encode_response` and `decode_response`, which never raise
-anything but `IpcError`, whatever bytes they are given; the protocol's
-limits.
+SOCK_STREAM socket (default path `/var/run/NAME.sock`); `encode_request`
+(from `smcroute.ipc.request`, with the protocol's limits), `decode_request`,
+`encode_response` and `decode_response`, which never raise anything but
+`IpcError`, whatever bytes they are given.
 
 Must not: parse address arguments (the daemon does that with
 `smcroute.parser`), touch a socket, the engine or the kernel.
@@ -31,44 +31,46 @@ connection.
 
 from __future__ import annotations
 
-# The C half of the json package: smcroutectl encodes its request and decodes
-# the reply with it directly, without importing `json` (its decoder compiles
-# regular expressions at import: ~5 ms of every smcroutectl call).
-from _json import encode_basestring_ascii as _quote
+# The C half of the json package: smcroutectl decodes the reply with it
+# directly, without importing `json` (its decoder compiles regular
+# expressions at import: ~5 ms of every smcroutectl call).
 from _json import make_scanner as _make_scanner
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-CMDS = frozenset(
-    {
-        "add",
-        "remove",
-        "join",
-        "leave",
-        "show",
-        "flush",
-        "reload",
-        "kill",
-        "explain",
-        "doctor",
-        "log",
-    }
+# The request side, importable alone (smcroutectl sends its show with it).
+from smcroute.ipc.request import (
+    CMDS,
+    FORMATS,
+    MAX_ARG_LEN,
+    MAX_ARGS,
+    MAX_REQUEST,
+    SHOW_KINDS,
+    IpcError,
+    check_args,
+    default_socket_path,
+    encode_request,
 )
-SHOW_KINDS = ("routes", "groups", "interfaces", "pending")
-MAX_REQUEST = 64 * 1024  # bytes in one request line, newline excluded
-MAX_ARGS = 64
-MAX_ARG_LEN = 256
-FORMATS = frozenset({"json", "text", "ansi", "rows"})
+
 MAX_TEXT = 1 << 30  # bytes of rendered text a client accepts in one reply
 
-
-class IpcError(Exception):
-    """Anything wrong with a control message (or the connection carrying it)."""
-
-
-def default_socket_path(ident: str = "smcroute") -> str:
-    """`/var/run/NAME.sock`, the socket `smcrouted -i NAME` listens on."""
-    return f"/var/run/{ident}.sock"
+__all__ = [
+    "CMDS",
+    "FORMATS",
+    "MAX_ARGS",
+    "MAX_ARG_LEN",
+    "MAX_REQUEST",
+    "MAX_TEXT",
+    "SHOW_KINDS",
+    "IpcError",
+    "Request",
+    "Response",
+    "decode_request",
+    "decode_response",
+    "default_socket_path",
+    "encode_request",
+    "encode_response",
+]
 
 
 # NamedTuples, not dataclasses: smcroutectl imports this module, and every
@@ -97,25 +99,6 @@ class Response(NamedTuple):
     @classmethod
     def failure(cls, error: str, warnings: Iterable[str] = ()) -> Response:
         return cls(False, None, error, tuple(warnings))
-
-
-def _is_printable(s: str) -> bool:
-    return all(c >= " " and c != "\x7f" for c in s)
-
-
-def _check_args(args: Sequence[Any]) -> tuple[str, ...]:
-    if len(args) > MAX_ARGS:
-        raise IpcError(f"too many arguments ({len(args)}, at most {MAX_ARGS})")
-    out = []
-    for a in args:
-        if not isinstance(a, str):
-            raise IpcError("arguments must be strings")
-        if len(a) > MAX_ARG_LEN:
-            raise IpcError(f"argument too long ({len(a)} characters, at most {MAX_ARG_LEN})")
-        if not _is_printable(a):
-            raise IpcError("argument contains control characters")
-        out.append(a)
-    return tuple(out)
 
 
 class _Decoder:
@@ -179,30 +162,6 @@ def _dumps(obj: Any) -> bytes:
     return text.encode("ascii") + b"\n"
 
 
-def encode_request(
-    cmd: str, args: Sequence[str] = (), detail: bool = False, format: str | None = None
-) -> bytes:
-    """One request line, newline included."""
-    if cmd not in CMDS:
-        raise IpcError(f"unknown command {cmd!r}")
-    if not isinstance(detail, bool):
-        raise IpcError("detail must be true or false")
-    if isinstance(args, str):
-        raise IpcError("args must be a list of strings")
-    checked = _check_args(list(args))
-    # By hand, byte for byte what json.dumps(..., separators=(",", ":")) gives.
-    parts = ['{"cmd":', _quote(cmd), ',"args":[', ",".join(map(_quote, checked)), "]"]
-    parts.append(',"detail":true' if detail else ',"detail":false')
-    if format is not None:
-        if format not in FORMATS:
-            raise IpcError(f"unknown format {format!r}")
-        parts += [',"format":', _quote(format)]
-    line = ("".join(parts) + "}\n").encode("ascii")
-    if len(line) - 1 > MAX_REQUEST:
-        raise IpcError("request too large")
-    return line
-
-
 def decode_request(line: bytes) -> Request:
     """Validate one request line (trailing newline optional)."""
     if len(line.rstrip(b"\r\n")) > MAX_REQUEST:
@@ -224,7 +183,7 @@ def decode_request(line: bytes) -> Request:
     fmt = obj.get("format")
     if fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS):
         raise IpcError("format must be json, text, ansi or rows")
-    return Request(cmd, _check_args(args), detail, fmt)
+    return Request(cmd, check_args(args), detail, fmt)
 
 
 def encode_response(resp: Response) -> bytes:
