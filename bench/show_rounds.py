@@ -16,7 +16,7 @@ socket until the last byte of the reply (what the client waits for once it
 is ready).  Prints figures, asserts nothing.  Needs root.
 
     .venv/bin/python bench/show_rounds.py                          # 10,000 routes, 15 rounds
-    .venv/bin/python bench/show_rounds.py --tree before=/work/main --rounds 21
+    .venv/bin/python bench/show_rounds.py --tree before=../main-before --rounds 21
 """
 
 from __future__ import annotations
