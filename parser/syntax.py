@@ -22,11 +22,12 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from smcroute.records import dataclass, field
 
 DIRECTIVES = ("phyint", "mgroup", "ssmgroup", "mroute", "include")
 

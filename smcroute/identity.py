@@ -35,9 +35,9 @@ import pwd
 import socket
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from smcroute.privsep import caps
+from smcroute.records import dataclass
 
 DYNAMIC_FIRST = 60578
 DYNAMIC_LAST = 61183

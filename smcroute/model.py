@@ -13,11 +13,11 @@ address.  Interface names may end in `+`, a wildcard (`eth+` matches `eth0`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import Literal
 
 from smcroute.privsep.kernel import MAXVIFS
+from smcroute.records import dataclass, field
 
 Address = IPv4Address | IPv6Address
 Family = Literal[4, 6]

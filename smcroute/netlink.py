@@ -14,8 +14,9 @@ import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+
+from smcroute.records import dataclass
 
 NLMSG_ERROR = 2
 NLMSG_DONE = 3

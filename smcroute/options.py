@@ -8,7 +8,7 @@ processes start while this one imports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from smcroute.records import dataclass
 
 DEFAULT_INTERVAL = 10  # seconds between two samples (about 0.4 % of a core with 10,000 routes)
 

@@ -26,7 +26,6 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -48,6 +47,7 @@ from smcroute.netlink import (
     default_table,
 )
 from smcroute.options import DEFAULT_INTERVAL
+from smcroute.records import dataclass, field
 
 RTM_NEWLINK = 16
 RTA_DST, RTA_SRC, RTA_TABLE, RTA_MFC_STATS, RTA_EXPIRES = 1, 2, 15, 17, 23

@@ -20,7 +20,6 @@ output is in the one list of operations an input returns: a warning is a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from smcroute.engine.ops import (
@@ -55,6 +54,7 @@ from smcroute.model import (
 )
 from smcroute.privsep.kernel import MAXVIFS
 from smcroute.privsep.wire import MAX_RULES
+from smcroute.records import dataclass, field
 
 IFF_UP = 0x1
 IFF_RUNNING = 0x40

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
 from ipaddress import ip_address
 
 from smcroute.engine.ops import Announce
+from smcroute.records import dataclass
 
 INITIAL_ADVERTS = 3
 MIN_INITIAL_GAP = 0.5  # not back to back: a burst is meant to survive a lost packet

@@ -13,11 +13,11 @@ the daemon's timer asks for it (see `smcroute.engine.mrdisc`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
 
 from smcroute.model import Address, Family
+from smcroute.records import dataclass
 
 
 @dataclass(frozen=True, slots=True)
