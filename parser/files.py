@@ -160,6 +160,8 @@ class _Reader:
             self._stack.pop()
 
     def _lines(self, text: str, name: str, basedir: str, depth: int) -> None:
+        # A route keeps its origin as a plain int (model.Where): file | line.
+        base = int(Where(name, 0))
         for lineno, line in enumerate(_each_line(text), 1):
             if len(line) > MAX_LINE:
                 self.error(
@@ -176,16 +178,16 @@ class _Reader:
                 if why:
                     self.error(Where(name, lineno), why)
                     continue
-            where = Where(name, lineno)
+            at = base | lineno
             try:
                 sk = parse_words(words)
             except SyntaxProblem as e:
-                self.error(where, str(e))
+                self.error(Where.of(at), str(e))
                 continue
             if sk.kind == "include":
-                self._include(words[sk.name], where, basedir, depth)
+                self._include(words[sk.name], Where.of(at), basedir, depth)
                 continue
-            obj, probs = build(sk, words, where)
+            obj, probs = build(sk, words, at)
             for p in probs:
                 self._add(p)
             if obj is None:

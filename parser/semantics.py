@@ -321,8 +321,10 @@ Directive = Phyint | MGroup | MRoute
 _PART = {"from": "'from IFNAME'", "group": "'group GROUP'", "source": "'source ADDR'"}
 
 
-def build(sk: Skeleton, words: list[str], where: Where) -> tuple[Directive | None, list[Problem]]:
-    """Model object for a phyint/mgroup/ssmgroup/mroute line (None if it has errors)."""
+def build(sk: Skeleton, words: list[str], where: int) -> tuple[Directive | None, list[Problem]]:
+    """Model object for a phyint/mgroup/ssmgroup/mroute line (None if it has errors).
+
+    `where`: the line's `Where`, or that as a plain int (what a route keeps)."""
     errors: list[str] = []
     warn: list[str] = []
     kind = sk.kind
@@ -331,7 +333,7 @@ def build(sk: Skeleton, words: list[str], where: Where) -> tuple[Directive | Non
     for k in sk.repeated:
         errors.append(f"{kind}: {q(k)} given more than once")
     if kind == "phyint":
-        obj = _phyint(sk, words, where, errors)
+        obj = _phyint(sk, words, Where.of(where), errors)
     else:
         for need in ("from", "group", "source") if kind == "ssmgroup" else ("from", "group"):
             if need not in opts:
@@ -343,7 +345,8 @@ def build(sk: Skeleton, words: list[str], where: Where) -> tuple[Directive | Non
             obj = _group_or_route(kind, opts, words, where, errors, warn)
     if not errors and not warn:
         return obj, []
-    probs = [Problem(where, m) for m in errors] + [Problem(where, m, True) for m in warn]
+    at = Where.of(where)
+    probs = [Problem(at, m) for m in errors] + [Problem(at, m, True) for m in warn]
     return (None if errors else obj), probs
 
 
@@ -371,7 +374,7 @@ def _group_or_route(
     kind: str,
     opts: dict[str, Any],
     words: list[str],
-    where: Where,
+    where: int,
     errors: list[str],
     warn: list[str],
 ) -> MGroup | MRoute | None:

@@ -10,6 +10,8 @@ Must not: do I/O, or raise anything but `ProtoError`, whatever the bytes.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -93,7 +95,12 @@ def _decode(data: memoryview) -> Message:
     mtype, seq, count = hdr
     body = data[HEADER.size :]
     if mtype == T_REPLY and 1 <= count <= MAX_BATCH and len(body) == 4 * count:
-        errnos = struct.unpack(f"<{count}i", body)
+        # not struct.unpack(f"<{count}i"): each count would stay compiled in
+        # struct's cache, made among whatever the daemon holds at that moment
+        got = array("i", bytes(body))
+        if sys.byteorder == "big":
+            got.byteswap()
+        errnos = tuple(got)
         if min(errnos) < 0:
             raise ProtoError("negative errno in REPLY")
         return Reply(seq, errnos)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import selectors
 import signal
+import struct
 import time
 
-from smcroute import logsetup, readable, sdnotify
+from smcroute import logsetup, readable, sdnotify, stats
 from smcroute.daemon_core import Core, Unreadable, bulk, trim_heap
 from smcroute.logsetup import log
 from smcroute.parser import parse_file
@@ -116,23 +118,45 @@ class Lifecycle(Core):
             return [*errors, "reload rejected: the running configuration is unchanged"]
         with bulk():
             ops = self.log_lines(self.engine.load_config(config))
+        del config
         self.mrdisc_dirty = True
         failures = self.apply(ops)
-        self.write_pidfile()
+        changes = len(ops)
+        # The operations of a big removal sit where the removed entries were:
+        # what lives on is made once they are gone, or it would keep those
+        # pages resident (see release_removed).
+        del ops
         few = 2 * len(self.engine.mfc) + 64
+        if changes > few:
+            self.release_removed()
+        self.write_pidfile()
         last = self.sampler.last
         if last is not None and len(last) > few:
             # Most sampled entries are gone: the next sample comes now (its
             # rates still against this one), which frees the old one.
             self.sampler.next_due = time.monotonic()
-        if len(ops) > few:
-            gc.collect()  # free lists keep objects among the removed entries' pages
         trim_heap()
-        logsetup.notice(f"reload done: {len(ops)} kernel changes")
+        logsetup.notice(f"reload done: {changes} kernel changes")
         sdnotify.ready(f"{len(self.engine.routes)} routes, {len(self.engine.mfc)} in kernel")
         self.run_hook()
         self.counts.reload_seconds = time.monotonic() - t0
         return failures
+
+    def release_removed(self) -> None:
+        """After a reload that removed most entries: give their memory back.
+
+        The allocator holds memory in 1 MiB arenas, each resident while any
+        object in it lives; objects made while the entries lived sit among
+        them.  So the engine's containers are made anew, the caches that
+        filled while the entries lived (compiled struct formats, the
+        counter dump's layouts, regular expressions) are emptied to be
+        remade on demand, and the free lists are emptied.
+        """
+        self.engine.compact()
+        struct._clearcache()  # type: ignore[attr-defined]  # (not in typeshed)
+        re.purge()
+        stats.forget_layouts()
+        gc.collect()
 
     def write_pidfile(self) -> None:
         """Have the janitor write our pid into the PID file, or touch it."""

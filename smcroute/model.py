@@ -26,15 +26,53 @@ MAX_OIFS = MAXVIFS  # a route's outbound interfaces: at most one per VIF/MIF
 MAX_TTL = 255
 
 
-@dataclass(frozen=True, slots=True)
-class Where:
-    """Origin of a directive: file name (or `<ipc>`) and 1-based line."""
+# File names a `Where` names, by number: each distinct name is kept once.
+_files: list[str] = []
+_file_ids: dict[str, int] = {}
+_LINE_BITS = 32
 
-    file: str
-    line: int
+
+class Where(int):
+    """Origin of a directive: file name (or `<ipc>`) and 1-based line.
+
+    One int, `(file number << 32) | line`, the file numbered in a table of
+    the names seen: equal origins are equal ints.  A directive stores the
+    plain int (`origin`, 32 bytes per route instead of a 48-byte object and
+    its line number) and makes its `Where` when asked (`where`).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, file: str, line: int) -> Where:
+        if not 0 <= line < 1 << _LINE_BITS:
+            raise ValueError(f"line number out of range: {line}")
+        fid = _file_ids.get(file)
+        if fid is None:
+            fid = _file_ids[file] = len(_files)
+            _files.append(file)
+        return int.__new__(cls, fid << _LINE_BITS | line)
+
+    @classmethod
+    def of(cls, origin: int) -> Where:
+        """The `Where` of an `origin` int (a `Where` is its own)."""
+        if type(origin) is cls:
+            return origin
+        w: Where = int.__new__(cls, origin)
+        return w
+
+    @property
+    def file(self) -> str:
+        return _files[self >> _LINE_BITS]
+
+    @property
+    def line(self) -> int:
+        return self & ((1 << _LINE_BITS) - 1)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def __repr__(self) -> str:
+        return f"Where(file={self.file!r}, line={self.line})"
 
 
 IPC = Where("<ipc>", 0)
@@ -104,7 +142,11 @@ class MGroup:
     source_len: int
     group: Address
     group_len: int
-    where: Where = field(default=IPC, compare=False)
+    origin: int = field(default=IPC, compare=False, repr=False)  # a `Where`, as an int
+
+    @property
+    def where(self) -> Where:
+        return Where.of(self.origin)
 
     @property
     def family(self) -> Family:
@@ -130,7 +172,11 @@ class MRoute:
     group: Address
     group_len: int
     oifs: tuple[str, ...]
-    where: Where = field(default=IPC, compare=False)
+    origin: int = field(default=IPC, compare=False, repr=False)  # a `Where`, as an int
+
+    @property
+    def where(self) -> Where:
+        return Where.of(self.origin)
 
     @property
     def family(self) -> Family:

@@ -42,6 +42,11 @@ _NLMSG = struct.Struct("=IHHII")
 _RTA = struct.Struct("=HH")
 _IFINFO = struct.Struct("=BxHiII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
+# every format compiled here, at import: compiled on first use instead, it would
+# be struct's cached object made among whatever the daemon holds at that moment
+_U32 = struct.Struct("=I")
+_I32 = struct.Struct("=i")
+_STATS = struct.Struct("=QQQ")
 
 
 class NetlinkError(Exception):
@@ -109,7 +114,7 @@ def decode_mfc(
         return None
     attrs = _attrs(payload, _RTMSG.size, len(payload))
     if RTA_TABLE in attrs and len(attrs[RTA_TABLE]) >= 4:
-        tbl = struct.unpack_from("=I", attrs[RTA_TABLE])[0]
+        tbl = _U32.unpack_from(attrs[RTA_TABLE])[0]
     if tbl != table:
         return None
     size = 4 if family == RTNL_FAMILY_IPMR else 16
@@ -120,7 +125,7 @@ def decode_mfc(
     fam = 4 if size == 4 else 6
     stats = attrs.get(RTA_MFC_STATS, b"")
     if len(stats) >= 24:
-        pk, by, wr = struct.unpack_from("=QQQ", stats)
+        pk, by, wr = _STATS.unpack_from(stats)
     else:
         pk = by = wr = 0
     return (fam, cls(src), cls(dst)), MfcStats(pk, by, wr)
@@ -156,7 +161,7 @@ class Netlink:
                 if k == NLMSG_DONE:
                     return out
                 if k == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0] if len(payload) >= 4 else 0
+                    code = -_I32.unpack_from(payload)[0] if len(payload) >= 4 else 0
                     if code == 0:
                         continue
                     raise NetlinkError(f"netlink dump failed: {os.strerror(code)}")

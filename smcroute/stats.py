@@ -64,6 +64,8 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
 _STATS = struct.Struct("=QQQ")
+_I32 = struct.Struct("=i")
+_IFINFO = struct.Struct("=BxHiII")
 _V6_BIT = 1 << 63
 _G28 = 0x0FFFFFFF
 _ZERO16 = bytes(16)
@@ -250,7 +252,7 @@ def _dump(
                 if k == NLMSG_DONE:
                     return
                 if k == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, off + 16)[0] if length >= 20 else 0
+                    code = -_I32.unpack_from(data, off + 16)[0] if length >= 20 else 0
                     if code:
                         raise NetlinkError(f"netlink dump failed: {os.strerror(code)}")
                 else:
@@ -353,6 +355,12 @@ _ATTR_HEADS = {  # (length, type) of RTA_TABLE, RTA_SRC, RTA_DST, RTA_MFC_STATS,
     )
 }
 _BATCH: dict[tuple[int, int], struct.Struct | None] = {}
+
+
+def forget_layouts() -> None:
+    """Drop the layouts `_batch_struct` made (remade on the next dump): after a
+    big removal, so that none of them stays among the removed entries' memory."""
+    _BATCH.clear()
 
 
 def _batch_struct(family: int, length: int) -> struct.Struct | None:
@@ -502,7 +510,7 @@ def dump_vifs(
     """Per-VIF/MIF counters by (family, ifindex); `names`: ifindex -> name."""
     out: dict[tuple[int, int], VifCounters] = {}
     if 4 in families:
-        body = struct.pack("=BxHiII", RTNL_FAMILY_IPMR, 0, 0, 0, 0)
+        body = _IFINFO.pack(RTNL_FAMILY_IPMR, 0, 0, 0, 0)
         try:
             for kind, data, off, end in _dump(nl, RTM_GETLINK, body):
                 if kind != RTM_NEWLINK:

@@ -143,3 +143,25 @@ def test_reload_that_removes_most_routes_keeps_what_stays() -> None:
     want = [AddMfc(4, r.source, r.group, 0, ((1, 1),)) for r in many]
     want.append(AddMfc(4, A("10.9.9.9"), A("225.9.9.9"), 0, ((1, 1), (2, 1))))
     assert sorted(again, key=repr) == sorted(want, key=repr)
+
+
+def test_compact_after_a_big_removal_keeps_the_state() -> None:
+    """`compact()` (the daemon calls it once a reload removed most entries and
+    its operations are freed) makes every container anew: same contents."""
+    e = Engine(families=(4,))
+    e.set_links([Link(2, "a1", M), Link(3, "a2", M), Link(4, "a3", M)])
+    many = [route("a1", "10.0.0.1", f"225.1.{i // 256}.{i % 256}", "a2") for i in range(300)]
+    keep = route("a1", "10.0.0.2", "225.9.9.9", "a3")
+    e.load_config(Config(routes=[*many, keep]))
+    ops = e.load_config(Config(routes=[keep]))
+    assert sum(isinstance(op, DelMfc) for op in ops) == 300
+
+    def state() -> tuple[object, ...]:
+        return dict(e.routes), dict(e.mfc), {f: dict(v) for f, v in e.vifs.items()}, e.rules()
+
+    before = state()
+    e.compact()
+    assert state() == before
+    assert e.load_config(Config(routes=[keep])) == []  # nothing to write: the same state
+    ops = e.add_route(route("a1", "10.0.0.3", "225.9.9.9", "a3"))
+    assert ops == [AddMfc(4, A("10.0.0.3"), A("225.9.9.9"), 0, ((2, 1),))]

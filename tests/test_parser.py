@@ -835,3 +835,49 @@ def test_command_warnings_are_the_ones_a_file_gets() -> None:
         _, problems = parse_text(f"mroute from {args[0]} {src}group {grp} to {oifs}\n", "f")
         assert [p.message for p in problems] == warnings
     assert parse_command("add", ["a1", "225.1.1.1", "a2"], (w := [])) and w == []
+
+
+# -- origins (model.Where): one int per directive ------------------------------
+
+
+def test_where_is_a_file_and_a_line() -> None:
+    w = Where("/etc/smcroute.conf", 12)
+    assert (w.file, w.line, str(w)) == ("/etc/smcroute.conf", 12, "/etc/smcroute.conf:12")
+    assert repr(w) == "Where(file='/etc/smcroute.conf', line=12)"
+    assert w == Where("/etc/smcroute.conf", 12) and hash(w) == hash(Where("/etc/smcroute.conf", 12))
+    assert w != Where("/etc/smcroute.conf", 13) and w != Where("/etc/other.conf", 12)
+    assert Where.of(int(w)) == w and type(Where.of(int(w))) is Where and Where.of(w) is w
+    assert (IPC.file, IPC.line) == ("<ipc>", 0)
+    with pytest.raises(ValueError):
+        Where("x.conf", -1)
+
+
+def test_a_route_keeps_its_origin_as_a_plain_int() -> None:
+    cfg = ok("mroute from eth0 source 10.0.0.1 group 225.1.1.1 to eth1\n")
+    r = cfg.routes[0]
+    assert type(r.origin) is int  # no per-line object
+    assert r.where == Where("t.conf", 1) and str(r.where) == "t.conf:1"
+    # the origin takes no part in equality, as before
+    assert r == MRoute("eth0", A("10.0.0.1"), 32, A("225.1.1.1"), 32, ("eth1",), IPC)
+
+
+def test_messages_name_file_and_line_across_files(tmp_path: Path) -> None:
+    (tmp_path / "b.conf").write_text(
+        "mroute from eth0 source 10.0.0.1 group 225.1.1.1 to eth1\n"
+        "mroute from eth0 source 10.0.0.1 group 225.1.1.1 to eth1\n"
+        "mroute from eth0 group 10.1.1.1 to eth1\n"
+    )
+    main = tmp_path / "a.conf"
+    main.write_text(
+        "mroute from eth0 source 10.0.0.1 group 225.1.1.1 to eth1\ninclude b.conf\nbogus\n"
+    )
+    cfg, probs = parse_file(str(main))
+    b = str(tmp_path / "b.conf")
+    assert [str(p) for p in probs] == [
+        f"{main}:3: unknown directive 'bogus'; expected phyint, mgroup, ssmgroup, "
+        "mroute or include",
+        f"{b}:1: mroute (10.0.0.1, 225.1.1.1) from eth0 is a duplicate of {main}:1",
+        f"{b}:2: mroute (10.0.0.1, 225.1.1.1) from eth0 is a duplicate of {main}:1",
+        f"{b}:3: 10.1.1.1 is not a multicast group (IPv4 groups are 224.0.0.0/4)",
+    ]
+    assert [str(r.where) for r in cfg.routes] == [f"{main}:1"]

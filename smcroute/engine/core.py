@@ -233,7 +233,7 @@ class Engine:
             oifs = old.oifs + tuple(o for o in r.oifs if o not in old.oifs)
             if len(oifs) > MAX_OIFS:
                 raise EngineError(f"{r.sg()}: more than {MAX_OIFS} outbound interfaces")
-            r = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.where)
+            r = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.origin)
         elif not r.is_template:
             have = self._exact.get((r.family, r.source, r.group), [])
             others = have if isinstance(have, list) else [have]
@@ -259,7 +259,7 @@ class Engine:
                 gone = " ".join(missing)
                 raise EngineError(f"route {r.sg()} from {r.iif} has no outbound {gone}")
             oifs = tuple(o for o in old.oifs if o not in r.oifs)
-            new = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.where)
+            new = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.origin)
             self.routes[key] = new
             return self._route_changed(new, old)
         del self.routes[key]
@@ -873,17 +873,16 @@ class Engine:
         for key, want, have in later:
             ops.extend(self._write(key, want, have))
         ops.extend(self._sync_joins())
-        if len(ops) > 2 * len(self.mfc) + 64:
-            self._compact()
         return ops
 
-    def _compact(self) -> None:
+    def compact(self) -> None:
         """After a reload that removed most entries: every container anew.
 
         A dict keeps its table at its largest size, and what was made while
         the old entries were still alive (the new VIF plan, the new indexes)
         sits among them and keeps the allocator's pages resident once they
-        are gone: copies made now give that memory back.
+        are gone: copies made once the old entries (and the operations that
+        removed them) are freed give that memory back.
         """
         self.mfc = dict(self.mfc)
         self.routes = dict(self.routes)
