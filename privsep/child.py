@@ -28,6 +28,7 @@ from __future__ import annotations
 import _signal
 import _socket
 import errno
+import gc
 import os
 import select
 import sys
@@ -42,7 +43,8 @@ from .joins import JoinPool
 
 TITLE = "smcrouted: privileged helper"
 NAME = "smcroute-helper"  # comm, 15 bytes at most
-UPCALL_BURST = 4096  # messages read per wake-up before serving the daemon again
+REPORT_HOLD = 0.02  # s an INSTALLED report may wait to go out with later ones
+REPORT_BATCH = 64  # held reports that go out at once
 ADVERT_MIN_GAP = 0.2  # s between two advertisements out of one interface
 SOLICIT_MIN_GAP = 0.2  # s between two Solicitation events from one interface
 _LEVEL = {4: _socket.IPPROTO_IP, 6: _socket.IPPROTO_IPV6}
@@ -53,6 +55,8 @@ _LEVEL = {4: _socket.IPPROTO_IP, 6: _socket.IPPROTO_IPV6}
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    Report = tuple[int, int, int]  # family, VIF, epoch << 16 | rule
 
 
 def _quiet(fn: Callable[..., object], *args: object) -> None:
@@ -77,15 +81,29 @@ class Helper:
         self.parent_gone = False
         self.last: dict[tuple[str, int, int], float] = {}  # rate limits: last event per key
         self.dropped, self.dropped_at = 0, 0.0  # bad kernel messages since the last log line
-        # the daemon's rule table (see wire, UPCALL INSTALLED), its epoch and budget
-        self.rules, self.epoch, self.budget = list[validate.Rule](), 0, 0
+        # the daemon's rule table (see wire, UPCALL INSTALLED), its epoch and budget; by
+        # the raw header of a NOCACHE on the rule's VIF (kernel.nocache_header), in order:
+        # (mask, net, level, option, value parts, (family, vif, epoch << 16 | rule))
+        self.rules, self.epoch, self.budget = 0, 0, 0
+        self.table: dict[bytes, list[tuple[int, int, int, int, tuple[bytes, ...], Report]]] = {}
+        # INSTALLED reports not sent yet (no write waits for them), until `due`
+        self.held: list[tuple[Report, bytes, bytes]] = []
+        self.due = 0.0
 
     # --- talking to the daemon ---------------------------------------------------
     def send(self, msg: bytes) -> None:
+        if self.held:  # in order
+            self.flush()
         try:
             self.ipc.send(msg)
         except OSError:
             self.parent_gone = True
+
+    def flush(self) -> None:
+        """Send the held INSTALLED reports."""
+        held, self.held = self.held, []
+        for (fam, vif, seq), src, grp in held:
+            self.send(wire.encode_upcall(fam, wire.INSTALLED, vif, src, grp, seq))
 
     def log(self, level: int, text: str) -> None:
         """To the daemon's log (it filters by level); to stderr once it is gone."""
@@ -102,9 +120,18 @@ class Helper:
         for fd, (_fam, s) in socks.items():
             s.setblocking(False)
             poller.register(fd, select.POLLIN)
+        poll, monotonic = poller.poll, time.monotonic
         while not self.parent_gone:
-            events = poller.poll(500 if self.hooks.running else None)
-            self.hooks.reap()
+            wait = 500.0 if self.hooks.running else None
+            if self.held:  # the first report of a batch waits REPORT_HOLD at most
+                left = (self.due - monotonic()) * 1000
+                if left <= 0:
+                    self.flush()
+                    continue
+                wait = left if wait is None else min(wait, left)
+            events = poll(wait)
+            if self.hooks.running:
+                self.hooks.reap()
             for fd, ev in events:
                 if fd in socks:
                     self.read_kernel(*socks[fd])
@@ -153,39 +180,42 @@ class Helper:
 
     # --- from the kernel ---------------------------------------------------------
     def read_kernel(self, fam: int, s: _socket.socket) -> None:
-        for _ in range(UPCALL_BURST):
-            try:
-                data, anc, _flags, addr = s.recvmsg(2048, 256)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                self.log(syslog.LOG_WARNING, f"IPv{fam} mroute socket: {e.strerror}")
-                return
-            if (data[9:10] if fam == 4 else data[:1]) != b"\0":  # a packet, not an upcall
-                self.solicitation(fam, data, anc, addr)
-                continue
-            try:
-                up = kernel.decode_upcall(fam, data)
-            except kernel.UpcallError as e:
-                self.drop(fam, str(e))
-                continue
-            seq = self.by_rule(fam, s, up) if up.msgtype == wire.NOCACHE else 0
-            kind = wire.INSTALLED if seq else up.msgtype
-            self.send(wire.encode_upcall(fam, kind, up.vif, up.source, up.group, seq))
-            if self.parent_gone:
-                return
-
-    def by_rule(self, fam: int, s: _socket.socket, up: kernel.RawUpcall) -> int:
-        """Install a new (S,G) by the first rule it matches: epoch << 16 | rule, else 0."""
-        sg = int.from_bytes(up.source + up.group)
-        for i, r in enumerate(self.rules):
-            if r.family == fam and r.parent == up.vif and sg & r.mask == r.net:
-                value = r.parts[0] + up.source + r.parts[1] + up.group + r.parts[2]
-                if self.budget <= 0 or kernel.errno_of(s.setsockopt, _LEVEL[fam], r.option, value):
-                    return 0
-                self.budget -= 1
-                return self.epoch << 16 | i
-        return 0
+        """One message (poll tells of the next).  A NOCACHE a rule matches: its
+        entry before anything else (the raw bytes matched: see `self.table`)."""
+        try:
+            data, anc, _flags, addr = s.recvmsg(2048, 256)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self.log(syslog.LOG_WARNING, f"IPv{fam} mroute socket: {e.strerror}")
+            return
+        h, at, g, end, top, mcast = kernel.UPCALL_AT[fam]
+        rules = self.table.get(data[h : h + 4])
+        if rules and len(data) >= end and data[at] & top != mcast and self.budget > 0:
+            src, grp = data[at:g], data[g:end]  # the group: multicast, as the rule's prefix
+            sg = int.from_bytes(src + grp)
+            for mask, net, level, option, (a, b, c), report in rules:
+                if sg & mask == net:  # the first that matches
+                    try:
+                        s.setsockopt(level, option, a + src + b + grp + c)
+                    except OSError:
+                        break  # left to the daemon
+                    self.budget -= 1
+                    self.held.append((report, src, grp))
+                    if len(self.held) == 1:
+                        self.due = time.monotonic() + REPORT_HOLD
+                    elif len(self.held) >= REPORT_BATCH:
+                        self.flush()
+                    return
+        if (data[9:10] if fam == 4 else data[:1]) != b"\0":  # a packet, not an upcall
+            self.solicitation(fam, data, anc, addr)
+            return
+        try:
+            msgtype, vif, src, grp = kernel.decode_upcall(fam, data)
+        except kernel.UpcallError as e:
+            self.drop(fam, str(e))
+            return
+        self.send(wire.encode_upcall(fam, msgtype, vif, src, grp))
 
     def solicitation(self, fam: int, data: bytes, anc: list[mrdisc.Cmsg], addr: object) -> None:
         src = b""
@@ -218,15 +248,18 @@ class Helper:
         if isinstance(cmd, validate.Hook):
             return self.hooks.start(cmd.action, cmd.env)
         if isinstance(cmd, wire.Rules):
-            self.rules, self.epoch, self.budget = [], cmd.epoch, cmd.budget
+            self.rules, self.epoch, self.budget, self.table = 0, cmd.epoch, cmd.budget, {}
             return 0
         s = self.mr.get(cmd.family)
         if s is None:
             return errno.EAFNOSUPPORT  # IPv4-only mode
         if isinstance(cmd, validate.Rule):
-            if len(self.rules) >= wire.MAX_RULES:
+            if self.rules >= wire.MAX_RULES:
                 return errno.ENOSPC
-            self.rules.append(cmd)
+            report = (cmd.family, cmd.parent, self.epoch << 16 | self.rules)
+            rule = (cmd.mask, cmd.net, _LEVEL[cmd.family], cmd.option, cmd.parts, report)
+            self.table.setdefault(kernel.nocache_header(cmd.family, cmd.parent), []).append(rule)
+            self.rules += 1
             return 0
         if isinstance(cmd, validate.Route):
             return kernel.errno_of(s.setsockopt, _LEVEL[cmd.family], cmd.option, cmd.value)
@@ -306,6 +339,10 @@ def main(argv: list[str]) -> int:
     try:
         on = ", ".join(f"IPv{f} {'on' if s else 'off'}" for f, s in mr.items())
         helper.log(syslog.LOG_DEBUG, f"privileged helper ready ({on})")
+        # What start-up made stays (no collection walks it again); the loop
+        # makes no cycles, so collections are rare and only of its young objects.
+        gc.freeze()
+        gc.set_threshold(50_000)
         helper.run()
     except KeyboardInterrupt:
         pass

@@ -127,6 +127,20 @@ RawUpcall = NamedTuple(
 )
 
 
+# The helper's fast path matches a NOCACHE upcall by its raw bytes: where its
+# type/VIF header (4 bytes) starts, its source, group and end, and the first
+# byte of a multicast address under a mask (mask, value).
+UPCALL_AT = {4: (8, 12, 16, 20, 0xF0, 0xE0), 6: (0, 8, 24, 40, 0xFF, 0xFF)}
+
+
+def nocache_header(family: int, vif: int) -> bytes:
+    """The 4 header bytes of a NOCACHE upcall on `vif` as the kernel lays them
+    (igmpmsg: msgtype, mbz, vif, vif_hi; mrt6msg: mbz, msgtype, mif u16)."""
+    if family == 4:
+        return bytes((NOCACHE, 0, vif & 0xFF, vif >> 8))
+    return struct.pack("=BBH", 0, NOCACHE, vif)
+
+
 def decode_upcall(family: int, data: bytes) -> RawUpcall:
     """Decode and sanity-check a `struct igmpmsg` (IPv4) or `struct mrt6msg` (IPv6).
 
@@ -153,4 +167,4 @@ def decode_upcall(family: int, data: bytes) -> RawUpcall:
     mask = 0xF0 if family == 4 else 0xFF
     if dst[0] & mask != mcast or src[0] & mask == mcast:
         raise UpcallError("upcall addresses are not a unicast source and a multicast group")
-    return RawUpcall(msgtype, vif, src, dst)
+    return tuple.__new__(RawUpcall, (msgtype, vif, src, dst))  # no Python-level __new__

@@ -28,7 +28,8 @@ record kinds fully determine.  Little-endian, no padding anywhere.
                itself, installing the entry by rule (seq & 0xFFFF) of the table
                of epoch (seq >> 16): the first rule (in order) whose family,
                parent VIF, source and group prefixes match; an exhausted budget
-               or a failed write leaves it a NOCACHE
+               or a failed write leaves it a NOCACHE; such reports may be held
+               a while (the helper's REPORT_HOLD) but are never overtaken
       SOLICIT  count 1: <BI family, ifindex -- an RFC 4286 Solicitation arrived
       LOG      count = text length: level u8 (syslog) + UTF-8 text <= MAX_LOG
 
