@@ -1,6 +1,6 @@
 """`smcrouted`: the command line and the start-up sequence (doc/SPEC.md §2, §7).
 
-Owns option parsing (getopt-style short options, click), `-F` checking,
+Owns option parsing (getopt-style, by hand: see `_getopt`), `-F` checking,
 and the ordered start-up: open the multicast routing sockets as root (exit
 69/76/77 early and clearly), detach, create the control socket, spawn the
 privileged helper with the routing sockets, drop every privilege of this
@@ -18,8 +18,6 @@ import stat
 import sys
 import time
 from typing import Any, NoReturn
-
-import click
 
 from smcroute import __version__, identity, logsetup
 from smcroute.logsetup import log
@@ -85,44 +83,82 @@ def _int(value: str, opt: str, lo: int, hi: int) -> int:
     return n
 
 
-@click.command(context_settings={"ignore_unknown_options": False}, add_help_option=False)
-@click.option("-h", "help_", is_flag=True)
-@click.option("-v", "version", is_flag=True)
-@click.option("-n", "foreground", is_flag=True)
-@click.option("-N", "no_vifs", is_flag=True)
-@click.option("-s", "use_syslog", is_flag=True)
-@click.option("-c", "cache")
-@click.option("-d", "delay")
-@click.option("-D", "exit_after")
-@click.option("-e", "hook")
-@click.option("-f", "conf")
-@click.option("-F", "check")
-@click.option("-i", "-I", "ident")
-@click.option("-l", "level")
-@click.option("-m", "mrdisc")
-@click.option("-p", "user")
-@click.option("-P", "pidfile")
-@click.option("-t", "table")
-@click.option("-u", "sockpath")
-@click.option("--zero-loss", "zero_loss", is_flag=True)
-@click.option("--max-learned", "max_learned")
-@click.option("--sample-interval", "sample_interval")
-@click.option("--metrics", "metrics")
-@click.option("--metrics-routes", "metrics_routes")
-def _cli(**kw: Any) -> dict[str, Any]:
+# getopt-style, as the original: short options cluster (`-nsl debug`), a value
+# follows its option attached or as the next argument (whatever it looks
+# like), long options take `--name VALUE` or `--name=VALUE`, `--` ends the
+# options.  Parsed by hand rather than with click, which the daemon's start
+# would pay ~20 ms of CPU for (click and what it imports): the messages are
+# click's, word for word (tests/test_daemon_cli.py).
+_FLAGS = {"-h": "help_", "-v": "version", "-n": "foreground", "-N": "no_vifs", "-s": "use_syslog"}
+_FLAGS["--zero-loss"] = "zero_loss"
+_VALUES = {
+    "-c": "cache",
+    "-d": "delay",
+    "-D": "exit_after",
+    "-e": "hook",
+    "-f": "conf",
+    "-F": "check",
+    "-i": "ident",
+    "-I": "ident",
+    "-l": "level",
+    "-m": "mrdisc",
+    "-p": "user",
+    "-P": "pidfile",
+    "-t": "table",
+    "-u": "sockpath",
+    "--max-learned": "max_learned",
+    "--sample-interval": "sample_interval",
+    "--metrics": "metrics",
+    "--metrics-routes": "metrics_routes",
+}
+
+
+def _getopt(argv: list[str]) -> dict[str, Any]:
+    """Option name -> value (True for a given flag, the last value given)."""
+    kw: dict[str, Any] = dict.fromkeys(_FLAGS.values(), False)
+    kw.update(dict.fromkeys(_VALUES.values()))
+    rest: list[str] = []
+    args = iter(argv)
+
+    def value_of(opt: str) -> str:
+        value = next(args, None)
+        if value is None:
+            raise UsageError(f"Option '{opt}' requires an argument.")
+        return value
+
+    for arg in args:
+        if arg == "--":
+            rest += args
+        elif arg.startswith("--"):
+            opt, eq, value = arg.partition("=")
+            if opt in _FLAGS:
+                if eq:
+                    raise UsageError(f"Option '{opt}' does not take a value.")
+                kw[_FLAGS[opt]] = True
+            elif opt in _VALUES:
+                kw[_VALUES[opt]] = value if eq else value_of(opt)
+            else:
+                raise UsageError(f"unknown option {opt}")
+        elif arg.startswith("-") and arg != "-":
+            for i, ch in enumerate(arg[1:], 2):
+                opt = "-" + ch
+                if opt in _FLAGS:
+                    kw[_FLAGS[opt]] = True
+                elif opt in _VALUES:
+                    kw[_VALUES[opt]] = arg[i:] or value_of(opt)
+                    break
+                else:
+                    raise UsageError(f"unknown option {opt}")
+        else:
+            rest.append(arg)
+    if rest:
+        s = "s" if len(rest) > 1 else ""
+        raise UsageError(f"Got unexpected extra argument{s} ({' '.join(rest)})")
     return kw
 
 
 def parse_args(argv: list[str]) -> tuple[Options, dict[str, Any]]:
-    try:
-        kw = _cli.main(argv, prog_name="smcrouted", standalone_mode=False)
-    except click.exceptions.NoSuchOption as e:
-        raise UsageError(f"unknown option {e.option_name}") from None
-    except click.exceptions.BadOptionUsage as e:
-        raise UsageError(e.format_message()) from None
-    except click.exceptions.UsageError as e:
-        raise UsageError(e.format_message()) from None
-    assert isinstance(kw, dict)
+    kw = _getopt(argv)
     o = Options()
     if kw["ident"]:
         o.ident = kw["ident"]

@@ -1,0 +1,165 @@
+"""smcrouted's command line: getopt-style, parsed without click.
+
+The expected values were recorded from the click-based parser this one
+replaced (click 8), so that every message and every parse stays the same:
+the options set, the `Options` made of them, and each usage error's text.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from smcroute.daemon_cli import USAGE, UsageError, parse_args
+from smcroute.options import Options
+
+FIELDS = list(Options.__annotations__)
+
+# argv, the options given (name -> value), the Options fields set (name -> value)
+PARSED: list[tuple[list[str], dict[str, Any], dict[str, Any]]] = [
+    ([], {}, {"use_syslog": True}),
+    (["-nN"], {"foreground": True, "no_vifs": True}, {"foreground": True}),
+    (
+        ["-nsl", "debug"],
+        {"foreground": True, "use_syslog": True, "level": "debug"},
+        {"loglevel": "debug", "foreground": True, "use_syslog": True},
+    ),
+    (["-f", "a"], {"conf": "a"}, {"conf": "a", "use_syslog": True}),
+    (["-fa"], {"conf": "a"}, {"conf": "a", "use_syslog": True}),
+    (["-f", "a", "-f", "b"], {"conf": "b"}, {"conf": "b", "use_syslog": True}),
+    (["--zero-loss"], {"zero_loss": True}, {"use_syslog": True, "zero_loss": True}),
+    (["--max-learned", "5"], {"max_learned": "5"}, {"use_syslog": True, "max_learned": 5}),
+    (["--max-learned=5"], {"max_learned": "5"}, {"use_syslog": True, "max_learned": 5}),
+    (
+        ["-I", "x"],
+        {"ident": "x"},
+        {
+            "ident": "x",
+            "conf": "/etc/x.conf",
+            "pidfile": "/var/run/x.pid",
+            "sockpath": "/var/run/x.sock",
+            "use_syslog": True,
+        },
+    ),
+    (
+        ["-i", "x", "-I", "y"],
+        {"ident": "y"},
+        {
+            "ident": "y",
+            "conf": "/etc/y.conf",
+            "pidfile": "/var/run/y.pid",
+            "sockpath": "/var/run/y.sock",
+            "use_syslog": True,
+        },
+    ),
+    (["-nv"], {"foreground": True, "version": True}, {"foreground": True}),
+    (["-f", "-n"], {"conf": "-n"}, {"conf": "-n", "use_syslog": True}),
+    (["-D", "3"], {"exit_after": "3"}, {"use_syslog": True, "exit_after": 3}),
+    (["--sample-interval=0"], {"sample_interval": "0"}, {"use_syslog": True, "sample_interval": 0}),
+    (["-p", "u:g"], {"user": "u:g"}, {"use_syslog": True, "user": "u", "group": "g"}),
+    (["-i", ""], {"ident": ""}, {"use_syslog": True}),
+    (["-e", "cmd arg"], {"hook": "cmd arg"}, {"use_syslog": True, "hook": "cmd arg"}),
+    (
+        ["-t", "7", "-u", "s", "-P", "p", "-F", "c", "-d", "0", "-m", "20"],
+        {"table": "7", "sockpath": "s", "pidfile": "p", "check": "c", "delay": "0", "mrdisc": "20"},
+        {"pidfile": "p", "sockpath": "s", "table": 7, "use_syslog": True},
+    ),
+    (
+        ["--metrics", "9108", "--metrics-routes", "5", "--sample-interval", "2"],
+        {"metrics": "9108", "metrics_routes": "5", "sample_interval": "2"},
+        {"use_syslog": True, "sample_interval": 2, "metrics": "9108", "metrics_routes": 5},
+    ),
+    (["--metrics=[::1]:80"], {"metrics": "[::1]:80"}, {"use_syslog": True, "metrics": "[::1]:80"}),
+    (
+        ["-nsv", "-e", "x", "-s"],
+        {"foreground": True, "use_syslog": True, "version": True, "hook": "x"},
+        {"foreground": True, "use_syslog": True, "hook": "x"},
+    ),
+]
+
+# argv, the usage error's text
+REFUSED: list[tuple[list[str], str]] = [
+    (["-x"], "unknown option -x"),
+    (["-f"], "Option '-f' requires an argument."),
+    (["--zero-loss=1"], "Option '--zero-loss' does not take a value."),
+    (["--max-learned"], "Option '--max-learned' requires an argument."),
+    (["--max"], "unknown option --max"),
+    (["--foo"], "unknown option --foo"),
+    (["--metrics-route", "3"], "unknown option --metrics-route"),
+    (["extra"], "Got unexpected extra argument (extra)"),
+    (["-n", "extra", "x"], "Got unexpected extra arguments (extra x)"),
+    (["--", "-n"], "Got unexpected extra argument (-n)"),
+    (["-"], "Got unexpected extra argument (-)"),
+    (["-n", "--", "x"], "Got unexpected extra argument (x)"),
+    (["-h", "-x"], "unknown option -x"),
+    (["-n-"], "unknown option --"),
+    (["-c", "-5"], "option -c must be between 0 and 31536000, not -5"),
+    (["-c", "--"], "option -c expects a number, not '--'"),
+    (["-l"], "Option '-l' requires an argument."),
+    (["--help"], "unknown option --help"),
+    (["-p", ":g"], "option -p expects USER[:GROUP]"),
+    (["-hx"], "unknown option -x"),
+    (["--version"], "unknown option --version"),
+    (["--=x"], "unknown option --"),
+    (["---x"], "unknown option ---x"),
+    (["--max-learned="], "option --max-learned expects a number, not ''"),
+    (["--metrics"], "Option '--metrics' requires an argument."),
+    (["--zero-loss="], "Option '--zero-loss' does not take a value."),
+    (["-N=1"], "unknown option -="),
+    (["-m", "2"], "option -m must be between 4 and 180, not 2"),
+    (["-l", "loud"], "invalid log level 'loud'; expected none, err, notice, info or debug"),
+    (["-c", "abc"], "option -c expects a number, not 'abc'"),
+    (["-nf"], "Option '-f' requires an argument."),
+    ([""], "Got unexpected extra argument ()"),
+    (["x", "-x"], "unknown option -x"),
+    (["extra", "-f"], "Option '-f' requires an argument."),
+    (["--max-learned", "-5"], "option --max-learned must be between 0 and 10000000, not -5"),
+    (["-i"], "Option '-i' requires an argument."),
+    (["-", "-"], "Got unexpected extra arguments (- -)"),
+    (["-5"], "unknown option -5"),
+]
+
+
+@pytest.mark.parametrize(("argv", "given", "options"), PARSED)
+def test_parsed_as_before(argv: list[str], given: dict[str, Any], options: dict[str, Any]) -> None:
+    o, kw = parse_args(argv)
+    assert {k: v for k, v in kw.items() if v not in (None, False)} == given
+    default = Options()
+    assert {k: getattr(o, k) for k in FIELDS if getattr(o, k) != getattr(default, k)} == options
+
+
+@pytest.mark.parametrize(("argv", "message"), REFUSED)
+def test_refused_as_before(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_args(argv)
+    assert str(e.value) == message
+
+
+def test_program_usage_help_and_version() -> None:
+    """The whole program: status and exact output; click is not imported."""
+    code = (
+        "import sys\n"
+        "from smcroute import daemon_cli\n"
+        "assert 'click' not in sys.modules, 'click imported'\n"
+        "daemon_cli.main(sys.argv[1:])\n"
+    )
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=False
+        )
+
+    r = run("-h")
+    assert (r.returncode, r.stdout, r.stderr) == (0, USAGE, "")
+    r = run("-nv")
+    assert (r.returncode, r.stdout.startswith("SMCRoute v"), r.stderr) == (0, True, "")
+    r = run("-n", "-x")
+    assert (r.returncode, r.stdout) == (64, "")
+    assert r.stderr == "smcrouted: unknown option -x\nTry 'smcrouted -h' for help.\n"
+    r = run("-f")
+    assert r.stderr == (
+        "smcrouted: Option '-f' requires an argument.\nTry 'smcrouted -h' for help.\n"
+    )
