@@ -15,6 +15,14 @@ index), lark parses the shape, and the result is memoised per shape.  Lark
 remains the grammar of record -- every distinct shape is parsed by lark, and
 `parse_with_lark()` (used by the tests) checks that both routes agree -- but a
 file with 100,000 routes of one shape costs one lark parse.
+
+At run time the shapes are parsed by `_Tables`, a table-driven LALR parser
+over the tables lark builds from the grammar (grammar/tables.json, written
+by tools/lark_tables.py), which reduces, inlines `_rules`, expands `?rules`
+and calls `_ToSkeleton` as lark's own LALR parser does: the daemon does not
+import lark (~25 ms of its start, with what lark imports).  The tests parse
+every shape up to five words, and random longer ones, both ways and compare
+the skeletons and the (position, expected) of every error.
 """
 
 from __future__ import annotations
@@ -22,10 +30,11 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lark import Lark, Token, Transformer
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+if TYPE_CHECKING:
+    from lark import Lark
+    from lark.exceptions import UnexpectedInput
 
 from smcroute.records import dataclass, field
 
@@ -71,33 +80,37 @@ class SyntaxProblem(Exception):
     """A line that does not fit the grammar; the message is ready to print."""
 
 
-def _idx(tok: Token) -> int:
+def _idx(tok: str) -> int:
     # Placeholders are "@N"; see module docstring.
     return int(tok[1:])
 
 
-class _ToSkeleton(Transformer[Token, Any]):
-    """Inline LALR transformer: build a Skeleton straight from the parse."""
+class _ToSkeleton:
+    """Inline LALR transformer: build a Skeleton straight from the parse.
 
-    def from_(self, c: list[Token]) -> tuple[str, int]:
+    A plain object (lark calls its methods by rule name as it does a
+    Transformer's): tokens are strings (lark's Token is one), keywords as
+    spelt, WORDs as their placeholder."""
+
+    def from_(self, c: list[str]) -> tuple[str, int]:
         return ("from", _idx(c[1]))
 
-    def source(self, c: list[Token]) -> tuple[str, int]:
+    def source(self, c: list[str]) -> tuple[str, int]:
         return ("source", _idx(c[1]))
 
-    def group(self, c: list[Token]) -> tuple[str, int]:
+    def group(self, c: list[str]) -> tuple[str, int]:
         return ("group", _idx(c[1]))
 
-    def to(self, c: list[Token]) -> tuple[str, tuple[int, ...]]:
+    def to(self, c: list[str]) -> tuple[str, tuple[int, ...]]:
         return ("to", tuple(_idx(t) for t in c[1:]))
 
-    def ttl(self, c: list[Token]) -> tuple[str, int]:
+    def ttl(self, c: list[str]) -> tuple[str, int]:
         return ("ttl-threshold", _idx(c[1]))
 
     @staticmethod
     def _options(sk: Skeleton, items: list[Any]) -> Skeleton:
         for item in items:
-            key, val = (str(item), -1) if isinstance(item, Token) else item
+            key, val = (str(item), -1) if isinstance(item, str) else item
             if key in sk.opts:
                 if key not in sk.repeated:
                     sk.repeated.append(key)
@@ -117,7 +130,7 @@ class _ToSkeleton(Transformer[Token, Any]):
     def mroute(self, c: list[Any]) -> Skeleton:
         return self._options(Skeleton("mroute"), c[1:])
 
-    def include(self, c: list[Token]) -> Skeleton:
+    def include(self, c: list[str]) -> Skeleton:
         return Skeleton("include", name=_idx(c[1]))
 
     def start(self, c: list[Skeleton]) -> Skeleton | None:
@@ -136,27 +149,34 @@ LARK_OPTIONS: dict[str, Any] = {"parser": "lalr", "lexer": "basic"}
 
 
 def build_lark(**extra: Any) -> Lark:
-    """A parser built from the grammar text (lark's grammar analysis, ~40 ms)."""
+    """A parser built from the grammar text (lark's grammar analysis, ~40 ms);
+    for the tests and tools/lark_tables.py only."""
+    from lark import Lark
+
     return Lark(grammar_text(), **LARK_OPTIONS, **extra)
 
 
-def saved_lark(**extra: Any) -> Lark | None:
-    """The parser from the tables saved in grammar/tables.json (~3 ms), or None
-    when they come from another lark version.  tools/lark_tables.py writes
-    them from the grammar; the tests check that they are the grammar's.
-    (Not lark's `cache=`: it unpickles from a shared temp directory, which a
-    daemon started as root must never do.)"""
+def _saved() -> dict[str, Any]:
     import json
 
-    import lark
     import smcroute.grammar
 
     folder = os.path.dirname(os.path.abspath(smcroute.grammar.__file__ or "."))
     with open(os.path.join(folder, "tables.json"), encoding="utf-8") as f:
-        saved = json.load(f, object_pairs_hook=_int_keys)
+        return json.load(f, object_pairs_hook=_int_keys)  # type: ignore[no-any-return]
+
+
+def saved_lark(**extra: Any) -> Lark | None:
+    """lark's parser from the saved tables (tests: they must parse as a fresh
+    build), or None when they come from another lark version.  (Not lark's
+    `cache=`: it unpickles from a shared temp directory, which a daemon
+    started as root must never do.)"""
+    import lark
+
+    saved = _saved()
     if lark.__version__ != saved["lark_version"]:
         return None
-    return Lark._load_from_dict(saved["data"], saved["memo"], **extra)  # type: ignore[no-any-return,no-untyped-call]
+    return lark.Lark._load_from_dict(saved["data"], saved["memo"], **extra)  # type: ignore[no-any-return,no-untyped-call]
 
 
 def _int_keys(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
@@ -164,30 +184,130 @@ def _int_keys(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
     return {int(k) if k.isdigit() else k: v for k, v in pairs}
 
 
-_lark: Lark | None = None
+class _Rule:
+    """A grammar rule as the LALR parser reduces it (see lark's parse_tree_builder:
+    ChildFilterLALR_NoPlaceholders, ExpandSingleChild, the callback by name)."""
+
+    __slots__ = ("callback", "expand1", "keep", "origin", "size")
+
+    def __init__(self, rule: dict[str, Any], transformer: object) -> None:
+        opts = rule["options"]
+        if opts["empty_indices"] or opts["template_source"]:  # pragma: no cover - grammar
+            raise ValueError(f"rule {rule['origin']['name']}: option not supported here")
+        exp = rule["expansion"]
+        self.origin: str = rule["origin"]["name"]
+        self.size = len(exp)
+        # (index, inline its children): tokens lark filters out are left out
+        self.keep = [
+            (i, sym["__type__"] == "NonTerminal" and sym["name"].startswith("_"))
+            for i, sym in enumerate(exp)
+            if opts["keep_all_tokens"] or not (sym["__type__"] == "Terminal" and sym["filter_out"])
+        ]
+        self.expand1 = opts["expand1"] and not rule["alias"]
+        name = rule["alias"] or self.origin
+        self.callback: Callable[[list[Any]], Any] | None = getattr(transformer, name, None)
+
+    def reduce(self, children: list[Any]) -> Any:
+        out: list[Any] = []
+        for i, inline in self.keep:
+            if inline:
+                out += children[i]
+            else:
+                out.append(children[i])
+        if self.expand1 and len(out) == 1:
+            return out[0]
+        if self.callback is None:  # an inlined `_rule`: its children go to the parent
+            if not self.origin.startswith("_"):  # pragma: no cover - a rule with no method
+                raise ValueError(f"no transformer method for rule {self.origin}")
+            return out
+        return self.callback(out)
+
+
+class _Tables:
+    """The LALR parser of grammar/tables.json, driven as lark drives it."""
+
+    def __init__(self, saved: dict[str, Any], transformer: object) -> None:
+        data, memo = saved["data"], saved["memo"]
+        table = data["parser"]["parser"]
+        tokens = table["tokens"]
+        rules = {i: _Rule(memo[i], transformer) for i, m in memo.items() if m["__type__"] == "Rule"}
+        # state -> symbol -> (reduce?, next state or rule)
+        self.states: dict[int, dict[str, tuple[bool, Any]]] = {
+            state: {
+                tokens[t]: (True, rules[arg["@"]]) if kind == 1 else (False, arg)
+                for t, (kind, arg) in actions.items()
+            }
+            for state, actions in table["states"].items()
+        }
+        self.start: int = table["start_states"]["start"]
+        self.end: int = table["end_states"]["start"]
+        self.term_word = {
+            m["name"]: m["pattern"]["value"]
+            for m in memo.values()
+            if m["__type__"] == "TerminalDef" and m["pattern"]["__type__"] == "PatternStr"
+        }
+
+    def parse(self, shape: tuple[str | None, ...], types: dict[str, str]) -> _Result:
+        """(True, the transformer's result) or (False, (index of the offending
+        word or -1 for the end of the line, the terminals expected there))."""
+        states = self.states
+        state_stack = [self.start]
+        value_stack: list[Any] = []
+        for pos in [*range(len(shape)), -1]:
+            if pos < 0:
+                kind, value = "$END", ""
+            else:
+                word = shape[pos]
+                kind, value = ("WORD", f"@{pos}") if word is None else (types[word], word)
+            while True:
+                actions = states[state_stack[-1]]
+                action = actions.get(kind)
+                if action is None:
+                    return (False, (pos, frozenset(t for t in actions if t.isupper())))
+                reduce, arg = action
+                if not reduce:
+                    state_stack.append(arg)
+                    value_stack.append(value)
+                    break
+                size = arg.size
+                children = value_stack[-size:] if size else []
+                if size:
+                    del state_stack[-size:]
+                    del value_stack[-size:]
+                value_stack.append(arg.reduce(children))
+                state_stack.append(states[state_stack[-1]][arg.origin][1])
+                if pos < 0 and state_stack[-1] == self.end:
+                    return (True, value_stack[-1])
+        raise AssertionError("unreachable: $END ends every parse")  # pragma: no cover
+
+
+_tables: _Tables | None = None
 KEYWORDS: frozenset[str] = frozenset()
 _TERM_WORD: dict[str, str] = {}  # terminal name -> keyword text
+_WORD_TERM: dict[str, str] = {}  # keyword text -> terminal name
 
 
-def lark_parser() -> Lark:
-    """The compiled grammar, loaded once per process."""
-    global _lark, KEYWORDS, _TERM_WORD
-    if _lark is None:
-        lk = saved_lark(transformer=_ToSkeleton()) or build_lark(transformer=_ToSkeleton())
-        _TERM_WORD = {t.name: str(t.pattern.value) for t in lk.terminals if t.pattern.type == "str"}
+def tables() -> _Tables:
+    """The grammar's parser, loaded once per process."""
+    global _tables, KEYWORDS, _TERM_WORD, _WORD_TERM
+    if _tables is None:
+        t = _Tables(_saved(), _ToSkeleton())
+        _TERM_WORD = t.term_word
+        _WORD_TERM = {w: n for n, w in _TERM_WORD.items()}
         KEYWORDS = frozenset(_TERM_WORD.values())
         _KW_MAP.update({k: k for k in KEYWORDS})
-        _lark = lk
-    return _lark
+        _tables = t
+    return _tables
 
 
 def keywords() -> frozenset[str]:
-    lark_parser()
+    tables()
     return KEYWORDS
 
 
-# Shape -> Skeleton template, or the SyntaxProblem parameters.
 _Result = tuple[bool, Any]
+
+# Shape -> Skeleton template, or the SyntaxProblem parameters.
 _cache: dict[tuple[str | None, ...], _Result] = {}
 _CACHE_MAX = 4096
 
@@ -229,21 +349,37 @@ def parse_words(words: list[str]) -> Skeleton:
 
 
 def _parse_shape(shape: tuple[str | None, ...]) -> _Result:
-    text = _synthetic(shape)
-    try:
-        sk = lark_parser().parse(text)
-    except UnexpectedInput as e:
-        return (False, _locate(text, e))
-    except LarkError as e:  # pragma: no cover - grammar bug, keep the line as an error
-        return (False, (0, frozenset({f"<internal: {type(e).__name__}>"})))
-    if sk is None:  # pragma: no cover - callers never pass an empty line
-        return (False, (0, frozenset()))
-    assert isinstance(sk, Skeleton)
-    return (True, sk)
+    ok, val = tables().parse(shape, _WORD_TERM)
+    if ok:
+        if val is None:  # pragma: no cover - callers never pass an empty line
+            return (False, (0, frozenset()))
+        assert isinstance(val, Skeleton)
+        return (True, val)
+    pos, expected = val
+    return (False, (pos, _names(expected)))
+
+
+def _names(expected: frozenset[str]) -> frozenset[str]:
+    """Terminal names as the messages use them: keywords as spelt, WORD, $END."""
+    return frozenset(_TERM_WORD.get(t, t) for t in expected if t != "$END") | (
+        frozenset({"$END"}) if "$END" in expected else frozenset()
+    )
+
+
+_lark: list[Lark] = []
+
+
+def _lark_parser() -> Lark:
+    """lark itself (tests): from the saved tables, or built from the grammar."""
+    if not _lark:
+        _lark.append(saved_lark(transformer=_ToSkeleton()) or build_lark(transformer=_ToSkeleton()))
+    return _lark[0]
 
 
 def _locate(text: str, e: UnexpectedInput) -> tuple[int, frozenset[str]]:
     """(index of the offending word or -1 for end of line, expected keywords/WORD)."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+
     if isinstance(e, UnexpectedToken):
         expected = frozenset(e.expected) | frozenset(e.accepts or ())
         pos = -1 if e.token.type == "$END" else text[: e.token.start_pos or 0].count(" ")
@@ -253,10 +389,19 @@ def _locate(text: str, e: UnexpectedInput) -> tuple[int, frozenset[str]]:
     else:  # UnexpectedEOF
         expected = frozenset(getattr(e, "expected", ()) or ())
         pos = -1
-    names = frozenset(_TERM_WORD.get(t, t) for t in expected if t != "$END") | (
-        frozenset({"$END"}) if "$END" in expected else frozenset()
-    )
-    return (pos, names)
+    return (pos, _names(expected))
+
+
+def parse_shape_with_lark(shape: tuple[str | None, ...]) -> _Result:
+    """What `_parse_shape` returns, from lark itself (tests)."""
+    from lark.exceptions import UnexpectedInput
+
+    text = _synthetic(shape)
+    try:
+        sk = _lark_parser().parse(text)
+    except UnexpectedInput as e:
+        return (False, _locate(text, e))
+    return (True, sk)
 
 
 def parse_with_lark(line: str) -> Skeleton | None:
@@ -265,6 +410,8 @@ def parse_with_lark(line: str) -> Skeleton | None:
     Words are replaced by their index so the result compares equal to
     `parse_words(line.split())`.  Raises SyntaxProblem on a syntax error.
     """
+    from lark.exceptions import UnexpectedInput
+
     body = line.split("#", 1)[0]
     words = body.split()
     if not words:
@@ -272,7 +419,7 @@ def parse_with_lark(line: str) -> Skeleton | None:
     kw = keywords()
     text = " ".join(w if w in kw else f"@{i}" for i, w in enumerate(words))
     try:
-        res = lark_parser().parse(text)
+        res = _lark_parser().parse(text)
     except UnexpectedInput as e:
         pos, exp = _locate(text, e)
         raise SyntaxProblem(_explain(words, shape_of(words), pos, exp)) from None

@@ -308,13 +308,12 @@ def control_socket(path: str) -> socket.socket:
 
 
 def warm_up() -> None:
-    """Load everything lazily imported (grammar, lark internals, codecs) while
+    """Load everything lazily imported (the grammar's tables, codecs) while
     the files are still readable: after the privilege drop they may not be
     (e.g. an interpreter under a home directory only root can enter)."""
     import json
-    import tempfile
 
-    from smcroute.parser import parse_command, parse_text
+    from smcroute.parser import parse_command, parse_file, parse_text
 
     sample = (
         "phyint a1 enable mrdisc ttl-threshold 2\n"
@@ -324,13 +323,7 @@ def warm_up() -> None:
         "mroute from a1 source 2001:db8::1 group ff2e::1 to a2 # comment\n"
         "include /nonexistent/*.conf\nbroken line\n"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "warm.conf")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(sample)
-        from smcroute.parser import parse_file
-
-        parse_file(path)
+    parse_file(os.devnull)  # the file path (a device: refused, as a problem)
     parse_text(sample, "warm-up")
     parse_command("add", ["a1", "10.0.0.1", "225.1.1.1", "a2"])
     parse_command("join", ["a1", "ff2e::1"])

@@ -20,10 +20,10 @@ anything heavy (the metrics endpoint is `smcroute.metrics`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import sys
+from _blake2 import blake2b  # hashlib.blake2b itself, without hashlib loading OpenSSL
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv4Address
@@ -77,7 +77,7 @@ def key64(family: int, source: Address | None, group: Address) -> int:
     if family == 4:
         return ((int(source) if source is not None else 0) << 28) | (int(group) & _G28)
     raw = (source.packed if source is not None else _ZERO16) + group.packed
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=8, key=_KEY).digest()) | _V6_BIT
+    return int.from_bytes(blake2b(raw, digest_size=8, key=_KEY).digest()) | _V6_BIT
 
 
 def _key(family: int, source: Any, group: Any) -> int:
@@ -91,7 +91,7 @@ def _key(family: int, source: Any, group: Any) -> int:
 def _raw_key(family: int, src: bytes, grp: bytes) -> int:
     if family == 4:
         return (int.from_bytes(src) << 28) | (int.from_bytes(grp) & _G28)
-    return int.from_bytes(hashlib.blake2b(src + grp, digest_size=8, key=_KEY).digest()) | _V6_BIT
+    return int.from_bytes(blake2b(src + grp, digest_size=8, key=_KEY).digest()) | _V6_BIT
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +183,41 @@ def test_saved_tables_parse_as_the_grammar(shape: list[str]) -> None:
         except UnexpectedInput as e:
             results.append(("error", (e.line, e.column, frozenset(getattr(e, "expected", ())))))
     assert results[0] == results[1]
+
+
+# -- the run-time parser of the tables (syntax._Tables) parses as lark does ------
+
+SHAPE_ALPHABET: list[str | None] = [*sorted(keywords()), None]  # None: any other word
+
+
+def test_every_short_shape_parses_as_with_lark() -> None:
+    """Every shape of up to four words: the same skeleton, or an error at the
+    same word with the same expectations (hence the same message), from the
+    daemon's table-driven parser as from lark itself."""
+    for n in range(1, 5):
+        for shape in itertools.product(SHAPE_ALPHABET, repeat=n):
+            assert syntax._parse_shape(shape) == syntax.parse_shape_with_lark(shape), shape
+
+
+@given(
+    st.sampled_from(syntax.DIRECTIVES),
+    st.lists(st.sampled_from([*SHAPE_ALPHABET, None, None, None]), min_size=4, max_size=14),
+)
+@settings(max_examples=1500)
+def test_longer_shapes_parse_as_with_lark(first: str, rest: list[str | None]) -> None:
+    shape = (first, *rest)
+    assert syntax._parse_shape(shape) == syntax.parse_shape_with_lark(shape)
+
+
+def test_the_daemon_does_not_import_lark() -> None:
+    """The point of syntax._Tables: parsing (and the daemon's modules) without lark."""
+    code = (
+        "import sys\n"
+        "import smcroute.daemon, smcroute.daemon_cli\n"
+        "from smcroute.parser import parse_text\n"
+        "cfg, probs = parse_text('mroute from a1 group 225.1.1.1 to a2\\nfoo\\n', 'x')\n"
+        "assert len(cfg.routes) == 1 and len(probs) == 1, probs\n"
+        "print(sorted(m for m in sys.modules if m == 'lark' or m.startswith('lark.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
