@@ -74,13 +74,19 @@ def trim_heap() -> None:
     removed routes) back to the system: glibc keeps them otherwise, and the
     daemon would stay at its peak size.  A no-op without glibc.  The function
     is looked up once: each lookup makes a ctypes class, garbage that would
-    sit among the freed pages until the next collection."""
+    sit among the freed pages until the next collection.  At that first call
+    glibc's mmap threshold is also fixed at its default (128 KiB): it would
+    otherwise rise with the first large block freed, and every later large
+    block (a dict of 100,000 entries, a counter sample's columns) would come
+    from the heap and stay resident between trims once freed."""
     global _malloc_trim
     try:
         if _malloc_trim is None:
             import ctypes  # loaded already (privsep.mroute's BPF filter)
 
-            _malloc_trim = ctypes.CDLL(None).malloc_trim
+            libc = ctypes.CDLL(None)
+            _malloc_trim = libc.malloc_trim
+            libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed (no sliding up)
         _malloc_trim(0)
     except (OSError, AttributeError):
         pass

@@ -406,3 +406,48 @@ def test_op_failed_forgets_entry_so_it_is_retried() -> None:
     e.op_failed(AddMfc(4, A("10.0.0.1"), A("225.1.1.1"), 0, ((1, 1),)), 22)
     assert key not in e.mfc
     assert mfc_ops(e.reconcile())[0].source == A("10.0.0.1")
+
+
+def test_one_source_and_group_from_two_inbound_interfaces() -> None:
+    """An exact route is kept under its (S,G); a second inbound interface for
+    that (S,G) (smcroutectl add) under its full key: the last one added wins,
+    each can be removed or changed on its own, and the other takes over."""
+    e = Engine(families=(4,))
+    e.set_links(links("a1", "a2", "a3", "a4"))
+    a = route("a1", "10.0.0.1", "225.1.1.1", "a2")
+    b = route("a3", "10.0.0.1", "225.1.1.1", "a4")
+    other = route("a1", "10.0.0.2", "225.1.1.1", "a2")
+    e.load_config(Config(routes=[a, other]))
+    s, g = A("10.0.0.1"), A("225.1.1.1")
+    ops = e.add_route(b)
+    assert isinstance(ops[0], Log) and "already routed from a1" in ops[0].text
+    assert ops[1:] == [
+        AddVif(4, 2, 4, 1, "a3"),
+        AddVif(4, 3, 5, 1, "a4"),
+        AddMfc(4, s, g, 2, ((3, 1),)),
+    ]
+    assert e.rules() == [a, other, b]
+    # the first one changes: it wins again
+    ops = e.add_route(route("a1", "10.0.0.1", "225.1.1.1", "a3"))
+    assert ops[-1] == AddMfc(4, s, g, 0, ((1, 1), (2, 1)))
+    a2 = route("a1", "10.0.0.1", "225.1.1.1", "a2", "a3")
+    assert e.rules() == [a2, other, b]
+    # the winner goes: the other one takes over; and back
+    assert e.remove_route(route("a1", "10.0.0.1", "225.1.1.1")) == [AddMfc(4, s, g, 2, ((3, 1),))]
+    assert e.rules() == [other, b]
+    assert e.add_route(a)[-1] == AddMfc(4, s, g, 0, ((1, 1),))
+    assert e.rules() == [other, b, a]
+    assert e.remove_route(route("a3", "10.0.0.1", "225.1.1.1")) == []  # it did not decide
+    with pytest.raises(EngineError, match="no route"):
+        e.remove_route(route("a3", "10.0.0.1", "225.1.1.1"))
+    assert e.add_route(b)[-1] == AddMfc(4, s, g, 2, ((3, 1),))
+    assert e.remove_route(route("a3", "10.0.0.1", "225.1.1.1")) == [AddMfc(4, s, g, 0, ((1, 1),))]
+    assert e.remove_route(route("a1", "10.0.0.1", "225.1.1.1")) == [DelMfc(4, s, g, 0)]
+    assert e.rules() == [other] and (4, s, g) not in e.mfc
+    # a configuration with both: both are listed, the later line decides
+    e.load_config(Config(routes=[a, b, other]))
+    assert e.rules() == [a, b, other] and e.mfc[(4, s, g)].parent == 2
+    e.load_config(Config(routes=[b, a]))
+    assert e.rules() == [b, a] and e.mfc[(4, s, g)].parent == 0
+    ops = e.remove_route(route("a1", "10.0.0.1", "225.1.1.1"))
+    assert ops == [AddMfc(4, s, g, 2, ((3, 1),))] and e.rules() == [b]

@@ -20,6 +20,7 @@ output is in the one list of operations an input returns: a warning is a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from ipaddress import IPv4Address
 from typing import Literal, NamedTuple
 
 from smcroute.engine.ops import (
@@ -122,10 +123,6 @@ class KernelRow(NamedTuple):  # a NamedTuple: show builds one per kernel entry, 
     kind: str
 
 
-def _as_list(rules: MRoute | list[MRoute] | None) -> list[MRoute]:
-    return [] if rules is None else rules if isinstance(rules, list) else [rules]
-
-
 def _net(addr: Address, length: int) -> Address:
     """`addr` with the bits after the first `length` cleared."""
     shift = full_len(addr) - length
@@ -159,7 +156,10 @@ class Engine:
 
     # -- desired state -------------------------------------------------------
     phyints: list[Phyint] = field(default_factory=list)
-    routes: dict[RouteKey, MRoute] = field(default_factory=dict)
+    # Every route, in configuration order.  An exact route is keyed by its
+    # (S,G) (the MfcKey `mfc` shares), a template by its `route_key`; so is an
+    # exact route whose (S,G) another inbound interface holds already (`_key`).
+    routes: dict[RouteKey | MfcKey, MRoute] = field(default_factory=dict)
     groups: dict[GroupKey, MGroup] = field(default_factory=dict)
     links: dict[str, Link] = field(default_factory=dict)
     learned: dict[MfcKey, Learned] = field(default_factory=dict)
@@ -170,9 +170,11 @@ class Engine:
     joins: dict[JoinKey, str] = field(default_factory=dict)
 
     # -- indexes -------------------------------------------------------------
-    # (S,G) -> its exact route, or a list when several inbound interfaces name it
-    # (the last wins): a list per route would cost 88 bytes each.
-    _exact: dict[MfcKey, MRoute | list[MRoute]] = field(default_factory=dict)
+    # (S,G) -> all its exact routes, in order (the last wins), for an (S,G) with
+    # a route keyed by its `route_key` (several inbound interfaces): rare.
+    # Any other (S,G)'s exact route is `routes[(S,G)]` (no index of its own:
+    # a key and a slot per route less).
+    _extra: dict[MfcKey, list[MRoute]] = field(default_factory=dict)
     # (family, iif, oifs) -> the one shared "rule" Mfc (or None: every OIF missing)
     _rule_memo: dict[tuple[int, str, tuple[str, ...]], Mfc | None] = field(default_factory=dict)
     _templates: list[tuple[tuple[int, int, int, int], MRoute]] = field(default_factory=list)
@@ -194,10 +196,22 @@ class Engine:
         sources survive and are re-matched against the new templates.
         """
         self.phyints = list(config.phyints)
-        self.routes = {}
+        routes: dict[RouteKey | MfcKey, MRoute] = {}
+        self.routes = routes
         self.groups = {}
         for r in config.routes:
-            self.routes[route_key(r)] = r  # a later duplicate wins (in the first's place)
+            # a later duplicate wins (in the first's place); nothing is deleted
+            # here, so an exact route's key is its (S,G) unless another inbound
+            # interface has that (see _key)
+            if r.is_template:
+                routes[route_key(r)] = r
+                continue
+            sg: MfcKey = (4 if type(r.group) is IPv4Address else 6, r.source, r.group)
+            have = routes.get(sg)
+            if have is None or have.iif == r.iif:
+                routes[sg] = r
+            else:
+                routes[route_key(r)] = r
         for g in config.groups:
             self.groups[route_key(g)] = g
         self._reindex()
@@ -226,7 +240,7 @@ class Engine:
     def add_route(self, r: MRoute) -> list[Op]:
         """`smcroutectl add`: a new route, or more OIFs for an existing one."""
         self._check_interfaces(r.iif, *r.oifs)
-        key = route_key(r)
+        key = self._key(r)
         old = self.routes.get(key)
         logs: list[Op] = []
         if old is not None:
@@ -235,8 +249,7 @@ class Engine:
                 raise EngineError(f"{r.sg()}: more than {MAX_OIFS} outbound interfaces")
             r = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.origin)
         elif not r.is_template:
-            have = self._exact.get((r.family, r.source, r.group), [])
-            others = have if isinstance(have, list) else [have]
+            others = self._exact_routes((r.family, r.source, r.group))
             other = next((x for x in others if x.iif != r.iif), None)
             if other is not None:
                 why = (
@@ -249,7 +262,7 @@ class Engine:
 
     def remove_route(self, r: MRoute) -> list[Op]:
         """`smcroutectl remove`: the whole route, or only the OIFs given."""
-        key = route_key(r)
+        key = self._key(r)
         old = self.routes.get(key)
         if old is None:
             raise EngineError(f"no route {r.sg()} from {r.iif}")
@@ -527,7 +540,7 @@ class Engine:
         if not templates:
             return self._cover
         by_group: dict[tuple[Family, Address], list[Address | None]] = {}
-        for fam, src, grp in self._exact:
+        for fam, src, grp in self._exact_keys():
             by_group.setdefault((fam, grp), []).append(src)
         for t in templates:
             if t.group_len == full_len(t.group):
@@ -549,51 +562,85 @@ class Engine:
         ):
             self._hrules = self._cover = None
 
+    def _key(self, r: MRoute) -> RouteKey | MfcKey:
+        """The key route `r` has in `routes`, or would have if added now."""
+        if r.is_template:
+            return route_key(r)
+        sg: MfcKey = (r.family, r.source, r.group)
+        have = self.routes.get(sg)
+        if have is not None and have.iif == r.iif:
+            return sg
+        rk = route_key(r)
+        return rk if have is not None or rk in self.routes else sg
+
+    def _exact_routes(self, sg: MfcKey) -> list[MRoute]:
+        """The exact routes of (S,G) `sg`, in order: the last one wins."""
+        extra = self._extra.get(sg)
+        if extra is not None:
+            return extra
+        r = self.routes.get(sg)
+        return [] if r is None else [r]
+
+    def _exact_rule(self, sg: MfcKey) -> MRoute | None:
+        """The exact route that decides (S,G) `sg`, if any."""
+        extra = self._extra.get(sg) if self._extra else None
+        return extra[-1] if extra else self.routes.get(sg)
+
+    def _exact_keys(self) -> list[MfcKey]:
+        """Every (S,G) with an exact route."""
+        keys: list[MfcKey] = [k for k in self.routes if len(k) == 3]
+        return keys + [k for k in self._extra if k not in self.routes]
+
     def _reindex(self) -> None:
         self._hrules = self._cover = None
-        self._exact = {}
+        self._extra = {}
         self._templates = []
         self._order = 0
-        for r in self.routes.values():
-            self._index(r)
+        for key, r in self.routes.items():
+            if len(key) != 3:  # a template, or an exact route not keyed by its (S,G)
+                self._index(r)
 
     def _index(self, r: MRoute) -> None:
+        """`r` is in `routes` now (under `_key(r)`)."""
         if self._hrules is not None or self._cover is not None:
             self._rules_changed(r)
         self._order += 1
         if r.is_template:
             self._templates.append((_template_rank(r, self._order), r))
             self._tsorted = False
+            return
+        sg: MfcKey = (r.family, r.source, r.group)
+        extra = self._extra.get(sg)
+        if extra is None:
+            first = self.routes.get(sg)
+            if first is r:
+                return  # keyed by its (S,G), and the only one
+            extra = self._extra[sg] = [] if first is None else [first]
+        extra.append(r)
+
+    def _unindex(self, r: MRoute) -> None:
+        """`r` is no longer in `routes` (or another route has its key now)."""
+        if self._hrules is not None or self._cover is not None:
+            self._rules_changed(r)
+        if r.is_template:
+            self._templates = [(k, t) for k, t in self._templates if route_key(t) != route_key(r)]
+            return
+        sg: MfcKey = (r.family, r.source, r.group)
+        extra = self._extra.get(sg)
+        if extra is None:
+            return
+        key = route_key(r)
+        rest = [x for x in extra if route_key(x) != key]
+        if not rest or (len(rest) == 1 and self.routes.get(sg) is rest[0]):
+            del self._extra[sg]  # back to its one route keyed by its (S,G), or none
         else:
-            key = (r.family, r.source, r.group)
-            have = self._exact.get(key)
-            if have is None:
-                self._exact[key] = r
-            elif isinstance(have, list):
-                have.append(r)
-            else:
-                self._exact[key] = [have, r]
+            self._extra[sg] = rest
 
     def _sorted_templates(self) -> list[MRoute]:
         if not self._tsorted:
             self._templates.sort(key=lambda t: t[0])
             self._tsorted = True
         return [t for _, t in self._templates]
-
-    def _unindex(self, r: MRoute) -> None:
-        if self._hrules is not None or self._cover is not None:
-            self._rules_changed(r)
-        if r.is_template:
-            self._templates = [(k, t) for k, t in self._templates if route_key(t) != route_key(r)]
-        else:
-            key = route_key(r)
-            sg = (r.family, r.source, r.group)
-            have = self._exact.get(sg)
-            rest = [x for x in _as_list(have) if route_key(x) != key]
-            if not rest:
-                self._exact.pop(sg, None)
-            else:
-                self._exact[sg] = rest[0] if len(rest) == 1 else rest
 
     def _route_changed(self, new: MRoute | None, old: MRoute | None) -> list[Op]:
         if old is not None:
@@ -741,9 +788,9 @@ class Engine:
                     star.setdefault(v.vif, 1)  # arrival VIF must be listed to match
                     return Mfc(v.vif, tuple(sorted(star.items())), "star")
             return None
-        rules = self._exact.get(key)
-        if rules is not None:
-            return self._rule_mfc(rules[-1] if isinstance(rules, list) else rules)
+        rule = self._exact_rule(key)
+        if rule is not None:
+            return self._rule_mfc(rule)
         learned = self.learned.get(key)
         if learned is None:
             return None
@@ -775,10 +822,17 @@ class Engine:
     def _desired_all(self) -> dict[MfcKey, Mfc]:
         """The whole desired MFC in one pass (reconcile); `_desired` does one key."""
         out: dict[MfcKey, Mfc] = {}
-        for key, rules in self._exact.items():
-            m = self._rule_mfc(rules[-1] if isinstance(rules, list) else rules)
-            if m is not None:
-                out[key] = m
+        extra = self._extra
+        for key, r in self.routes.items():
+            if len(key) == 3:  # an exact route's (S,G): the key `mfc` shares
+                m = self._rule_mfc(extra[key][-1] if extra and key in extra else r)
+                if m is not None:
+                    out[key] = m
+        for key, rules in extra.items():
+            if key not in self.routes:
+                m = self._rule_mfc(rules[-1])
+                if m is not None:
+                    out[key] = m
         for t in self.templates():
             if self._zero_loss_ok(t):
                 star = self._desired((t.family, None, t.group))
@@ -887,7 +941,7 @@ class Engine:
         self.mfc = dict(self.mfc)
         self.routes = dict(self.routes)
         self.groups = dict(self.groups)
-        self._exact = dict(self._exact)
+        self._extra = dict(self._extra)
         self.learned = dict(self.learned)
         self.joins = dict(self.joins)
         self._rule_memo = {}
