@@ -116,8 +116,10 @@ class Helper:
     def run(self) -> None:
         poller = select.poll()
         poller.register(self.ipc.fileno(), select.POLLIN)
-        socks = {s.fileno(): (fam, s) for fam, s in self.mr.items() if s is not None}
-        for fd, (_fam, s) in socks.items():
+        socks = {
+            s.fileno(): (f, s, kernel.UPCALL_AT[f]) for f, s in self.mr.items() if s is not None
+        }
+        for fd, (_fam, s, _at) in socks.items():
             s.setblocking(False)
             poller.register(fd, select.POLLIN)
         poll, monotonic = poller.poll, time.monotonic
@@ -179,7 +181,7 @@ class Helper:
         return True
 
     # --- from the kernel ---------------------------------------------------------
-    def read_kernel(self, fam: int, s: _socket.socket) -> None:
+    def read_kernel(self, fam: int, s: _socket.socket, at: tuple[int, ...]) -> None:
         """One message (poll tells of the next).  A NOCACHE a rule matches: its
         entry before anything else (the raw bytes matched: see `self.table`)."""
         try:
@@ -189,15 +191,15 @@ class Helper:
         except OSError as e:
             self.log(syslog.LOG_WARNING, f"IPv{fam} mroute socket: {e.strerror}")
             return
-        h, at, g, end, top, mcast = kernel.UPCALL_AT[fam]
+        h, a, g, end, top, mcast = at  # kernel.UPCALL_AT
         rules = self.table.get(data[h : h + 4])
-        if rules and len(data) >= end and data[at] & top != mcast and self.budget > 0:
-            src, grp = data[at:g], data[g:end]  # the group: multicast, as the rule's prefix
+        if rules and len(data) >= end and data[a] & top != mcast and self.budget > 0:
+            src, grp = data[a:g], data[g:end]  # the group: multicast, as the rule's prefix
             sg = int.from_bytes(src + grp)
-            for mask, net, level, option, (a, b, c), report in rules:
+            for mask, net, level, option, (p, q, r), report in rules:
                 if sg & mask == net:  # the first that matches
                     try:
-                        s.setsockopt(level, option, a + src + b + grp + c)
+                        s.setsockopt(level, option, p + src + q + grp + r)
                     except OSError:
                         break  # left to the daemon
                     self.budget -= 1
