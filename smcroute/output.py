@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -251,21 +251,39 @@ def routes_text(
 
     c = counts.get
 
+    def lines(table: Sequence[RouteRow]) -> list[str]:
+        if detail:
+            return [
+                tail[id(o)] % (f"({s or '*'}, {g})", c(p) or count(p), c(b) or count(b))
+                for s, g, o, p, b in table
+            ]
+        return [tail[id(o)] % f"({'*' if s is None else s}, {g})" for s, g, o, _p, _b in table]
+
     out = _Out(plain, headings)
+    made: dict[int, str] = {}
     for (_key, title), table in zip(ROUTE_TABLES, tables, strict=True):
         if not table:
             continue
         _route_heading(out, title, pad, detail)
-        if detail:
-            out.lines += [
-                tail[id(o)] % (f"({s or '*'}, {g})", c(p) or count(p), c(b) or count(b))
-                for s, g, o, p, b in table
-            ]
-        else:
-            out.lines += [
-                tail[id(o)] % f"({'*' if s is None else s}, {g})" for s, g, o, _p, _b in table
-            ]
+        out.lines += _reusing(made, table, lines)
     return out.text()
+
+
+def _reusing(
+    made: dict[int, str], table: Sequence[RouteRow], make: Callable[[Sequence[RouteRow]], list[str]]
+) -> list[str]:
+    """`make(table)`, but a row that is the very row of an earlier table (a
+    rule's kernel entry) takes the text made for it there; `made` (id(row) ->
+    text) learns this table's texts.  The rows must stay alive meanwhile."""
+    ids = list(map(id, table))
+    old = list(map(made.get, ids)) if made else []
+    if not old or old.count(None) == len(old):
+        new = make(table)
+    else:
+        fresh = iter(make([row for row, t in zip(table, old, strict=True) if t is None]))
+        new = [next(fresh) if t is None else t for t in old]
+    made.update(zip(ids, new, strict=True))
+    return new
 
 
 def routes_json(tables: Sequence[Sequence[RouteRow]], ifs: Sequence[Ifs], *, detail: bool) -> str:
@@ -284,20 +302,22 @@ def routes_json(tables: Sequence[Sequence[RouteRow]], ifs: Sequence[Ifs], *, det
         if detail:
             end += f',\n{i8}"packets": %d,\n{i8}"bytes": %d'
         tail[id(pair)] = f'{i6}{{\n{i8}"source": %s,\n{i8}"group": %s,\n{end}\n{i6}}}'
+
+    def objects(table: Sequence[RouteRow]) -> list[str]:
+        if detail:
+            return [
+                tail[id(o)] % ("null" if s is None else q(s), q(g), int(pk), int(by))
+                for s, g, o, pk, by in table
+            ]
+        return [tail[id(o)] % ("null" if s is None else q(s), q(g)) for s, g, o, _p, _b in table]
+
     parts = []
+    made: dict[int, str] = {}
     for (key, _title), table in zip(ROUTE_TABLES, tables, strict=True):
         if not table:
             parts.append(f'    "{key}": []')
             continue
-        if detail:
-            objs = [
-                tail[id(o)] % ("null" if s is None else q(s), q(g), int(pk), int(by))
-                for s, g, o, pk, by in table
-            ]
-        else:
-            objs = [
-                tail[id(o)] % ("null" if s is None else q(s), q(g)) for s, g, o, _p, _b in table
-            ]
+        objs = _reusing(made, table, objects)
         parts.append(f'    "{key}": [\n' + ",\n".join(objs) + "\n    ]")
     return '{\n  "routes": {\n' + ",\n".join(parts) + "\n  }\n}\n"
 

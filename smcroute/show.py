@@ -116,8 +116,10 @@ def route_rows(
             o = ifs_of[id(m)] = ifs(*names(fam, m))
         rule = rule_rows.get(id(grp))
         if rule is not None and rule[0] is src:  # a rule's entry: its texts and counters
-            s, g, _o, pk, by = rule[1]
-            kernel.append((s, g, o, pk, by))
+            ruled = rule[1]
+            # The rule's very row when the pair is the same (the usual case):
+            # its line is then made once for both tables (smcroute.output).
+            kernel.append(ruled if ruled[2] is o else (*ruled[:2], o, *ruled[3:]))
             continue
         s = None if src is None else texts.get(id(src)) or text(src)
         g = texts.get(id(grp)) or text(grp)

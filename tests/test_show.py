@@ -23,7 +23,7 @@ from smcroute.output import (
     routes_json,
     routes_text,
 )
-from smcroute.show import document, render_routes
+from smcroute.show import document, render_routes, route_rows
 
 NOCACHE, WRONGVIF = UpcallKind.NOCACHE, UpcallKind.WRONGVIF
 
@@ -79,11 +79,44 @@ pair = st.tuples(name, st.lists(name, max_size=3).map(tuple))
 row = st.tuples(st.none() | name, name, pair, st.integers(0, 2**64), st.integers(0, 2**64))
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("detail", [False, True])
+def test_kernel_rows_that_are_rules_rows(fmt: str, detail: bool) -> None:
+    """A rule's kernel entry with the rule's own (IIF, OIFs) is printed from the
+    rule's row (its line made once); one whose OIFs differ (an interface that
+    is missing) gets its own line."""
+    e = engine("a1", "a2", "a3")
+    e.load_config(
+        Config(
+            routes=[
+                route("a1", "10.0.0.8", "225.4.4.8", "a2", "wg0"),  # no wg0: a2 only
+                route("a1", "10.0.0.9", "225.4.4.9", "a2", "a3"),
+            ]
+        )
+    )
+    counters = {k: (i + 1, 100 * (i + 1)) for i, k in enumerate(e.mfc)} if detail else {}
+    (_asm, ssm, kernel), _ifs = route_rows(e, detail, counters)
+    assert [k is r for k, r in zip(kernel, ssm, strict=True)] == [False, True]
+    want = render("routes", document(e, "routes", detail, counters), fmt, detail=detail)
+    assert render_routes(e, fmt, detail, counters) == want
+    if fmt == "text" and not detail:
+        assert "a1   a2 wg0" in want and "a1   a2\n" in want  # the rule, then its entry
+
+
 def distinct(tables: list[list[RouteRow]]) -> list[Ifs]:
     return list({id(r[2]): r[2] for t in tables for r in t}.values())
 
 
-@given(st.lists(st.lists(row, max_size=3), min_size=3, max_size=3), st.booleans())
+@st.composite
+def sharing(draw: st.DrawFn, rows: st.SearchStrategy[RouteRow]) -> list[list[RouteRow]]:
+    """Three tables; kernel rows may be the very objects of ssm rows (a rule's
+    entry), anywhere among rows of their own."""
+    asm, ssm = draw(st.lists(rows, max_size=3)), draw(st.lists(rows, max_size=4))
+    kernel = draw(st.lists(rows | st.sampled_from(ssm) if ssm else rows, max_size=6))
+    return [asm, ssm, kernel]
+
+
+@given(sharing(row), st.booleans())
 def test_routes_json_is_json_dumps(tables: list[list[RouteRow]], detail: bool) -> None:
     doc = {
         "routes": {
@@ -103,9 +136,7 @@ addr = st.text("0123456789abcdef.:/", min_size=1, max_size=45)  # what the daemo
 text_row = st.tuples(st.none() | addr, addr, pair, st.integers(0, 2**64), st.integers(0, 2**64))
 
 
-@given(
-    st.lists(st.lists(text_row, max_size=3), min_size=3, max_size=3), st.booleans(), st.booleans()
-)
+@given(sharing(text_row), st.booleans(), st.booleans())
 def test_routes_text_is_format_show(
     tables: list[list[RouteRow]], detail: bool, headings: bool
 ) -> None:
