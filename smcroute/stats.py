@@ -25,7 +25,7 @@ import struct
 import sys
 from _blake2 import blake2b  # hashlib.blake2b itself, without hashlib loading OpenSSL
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -213,6 +213,19 @@ class CountersView(Mapping[tuple[int, object, object], tuple[int, int]]):
         """`show -d` asks once per row: no exception for a miss."""
         i = self.where.get(_key(*key))
         return default if i is None else (self.sample.packets[i], self.sample.bytes[i])
+
+    def many(self, keys: Iterable[tuple[int, Any, Any]]) -> list[tuple[int, int]]:
+        """`get(key, (0, 0))` of every key, in one loop (`show -d` of many rules)."""
+        where, pk, by, no = self.where, self.sample.packets, self.sample.bytes, (0, 0)
+        out = []
+        for family, source, group in keys:
+            if family == 4 and type(group) is IPv4Address:  # _key, inline
+                s = 0 if source is None else source._ip
+                i = where.get((s << 28) | (group._ip & _G28))  # type: ignore[attr-defined]
+            else:
+                i = where.get(key64(family, source, group))
+            out.append(no if i is None else (pk[i], by[i]))
+        return out
 
     def __iter__(self) -> Iterator[tuple[int, object, object]]:
         return iter(())  # lookups only

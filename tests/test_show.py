@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_engine import engine, route
 
+from smcroute import stats
 from smcroute.engine.core import Engine, Link
 from smcroute.engine.ops import UpcallKind
 from smcroute.model import Config
@@ -77,6 +78,28 @@ def test_empty_tables(fmt: str) -> None:
 name = st.text(max_size=12)
 pair = st.tuples(name, st.lists(name, max_size=3).map(tuple))
 row = st.tuples(st.none() | name, name, pair, st.integers(0, 2**64), st.integers(0, 2**64))
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_counters_from_a_kernel_sample(fmt: str) -> None:
+    """The daemon's counters (a sample of the kernel's, looked up all at once
+    for the rules) print as the same counters in a mapping; entries the sample
+    lacks print zeros."""
+    e = busy_engine()
+    counters = {k: (i * 7 + 1, i * 7000 + 1) for i, k in enumerate(e.mfc) if i % 4}
+    cols = stats._columns()
+    for (fam, src, grp), (pk, by) in counters.items():
+        for col, value in zip(cols, (stats.key64(fam, src, grp), pk, by, 0, 0.0), strict=True):
+            col.append(value)  # type: ignore[arg-type]
+    star = (4, None, A("225.9.9.9"))  # a (*,G) entry
+    for col, value in zip(cols, (stats.key64(*star), 5, 50, 0, 0.0), strict=True):
+        col.append(value)  # type: ignore[arg-type]
+    view = stats.CountersView(stats.Sample(0.0, cols))
+    assert view.many([star, (6, None, A("ff2e::9"))]) == [(5, 50), (0, 0)]
+    want = render_routes(e, fmt, True, counters)
+    assert render_routes(e, fmt, True, view) == want
+    assert want == render("routes", document(e, "routes", True, counters), fmt, detail=True)
+    assert view.many(list(e.mfc)) == [counters.get(k, (0, 0)) for k in e.mfc]
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
