@@ -1,86 +1,122 @@
 """Logging for smcrouted: one stream, `ident[pid]: message`, stderr or syslog.
 
 Owns the mapping of SMCRoute's level names (none, err, notice, info, debug)
-to `logging` levels and the two sinks.  The privileged helper does not log
-on its own: it sends LOG messages to the parent, which logs them here, so
-both processes share one stream in order.
+to `logging`'s level numbers, the daemon's logger and its two sinks.  The
+privileged helper does not log on its own: it sends LOG messages to the
+parent, which logs them here, so both processes share one stream in order.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import syslog
+from collections.abc import Callable
 
-NOTICE = 25
-logging.addLevelName(NOTICE, "NOTICE")
+# logging's numbers, and NOTICE between INFO and WARNING
+DEBUG, INFO, NOTICE, WARNING, ERROR, CRITICAL = 10, 20, 25, 30, 40, 50
 
 LEVELS = {
-    "none": logging.CRITICAL + 10,
-    "err": logging.ERROR,
-    "error": logging.ERROR,
-    "warning": logging.WARNING,
+    "none": CRITICAL + 10,
+    "err": ERROR,
+    "error": ERROR,
+    "warning": WARNING,
     "notice": NOTICE,
-    "info": logging.INFO,
-    "debug": logging.DEBUG,
+    "info": INFO,
+    "debug": DEBUG,
 }
 
-# syslog priority (as the privileged helper sends it) -> logging level
+# syslog priority (as the privileged helper sends it) -> level
 SYSLOG_LEVELS = {
-    syslog.LOG_EMERG: logging.CRITICAL,
-    syslog.LOG_ALERT: logging.CRITICAL,
-    syslog.LOG_CRIT: logging.CRITICAL,
-    syslog.LOG_ERR: logging.ERROR,
-    syslog.LOG_WARNING: logging.WARNING,
+    syslog.LOG_EMERG: CRITICAL,
+    syslog.LOG_ALERT: CRITICAL,
+    syslog.LOG_CRIT: CRITICAL,
+    syslog.LOG_ERR: ERROR,
+    syslog.LOG_WARNING: WARNING,
     syslog.LOG_NOTICE: NOTICE,
-    syslog.LOG_INFO: logging.INFO,
-    syslog.LOG_DEBUG: logging.DEBUG,
+    syslog.LOG_INFO: INFO,
+    syslog.LOG_DEBUG: DEBUG,
 }
 
 _SYSLOG_PRIO = {
-    logging.DEBUG: syslog.LOG_DEBUG,
-    logging.INFO: syslog.LOG_INFO,
+    DEBUG: syslog.LOG_DEBUG,
+    INFO: syslog.LOG_INFO,
     NOTICE: syslog.LOG_NOTICE,
-    logging.WARNING: syslog.LOG_WARNING,
-    logging.ERROR: syslog.LOG_ERR,
-    logging.CRITICAL: syslog.LOG_CRIT,
+    WARNING: syslog.LOG_WARNING,
+    ERROR: syslog.LOG_ERR,
+    CRITICAL: syslog.LOG_CRIT,
 }
 
-log = logging.getLogger("smcroute")
+Sink = Callable[[int, str], None]
 
 
-class _Stderr(logging.Handler):
-    def __init__(self, ident: str) -> None:
-        super().__init__()
-        self.ident = ident
+def _bare(_level: int, msg: str) -> None:
+    """Before `setup`: the message alone on stderr (as logging's last resort)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(msg + "\n")
 
-    def emit(self, record: logging.LogRecord) -> None:
+
+class Logger:
+    """The daemon's one logger: the part of `logging.Logger` it uses (a level,
+    `log`, `debug` ... `critical`), with one sink.  Not `logging` itself: its
+    import (traceback, linecache, tokenize, textwrap, string, ...) was ~6 ms
+    of every start, for two handlers that format `ident[pid]: message`."""
+
+    def __init__(self) -> None:
+        self.level = WARNING
+        self.sink: Sink = _bare
+
+    def setLevel(self, level: int) -> None:
+        self.level = level
+
+    def log(self, level: int, msg: str) -> None:
+        if level >= self.level:
+            self.sink(level, msg)
+
+    def debug(self, msg: str) -> None:
+        self.log(DEBUG, msg)
+
+    def info(self, msg: str) -> None:
+        self.log(INFO, msg)
+
+    def warning(self, msg: str) -> None:
+        self.log(WARNING, msg)
+
+    def error(self, msg: str) -> None:
+        self.log(ERROR, msg)
+
+    def critical(self, msg: str) -> None:
+        self.log(CRITICAL, msg)
+
+
+log = Logger()
+
+
+def _stderr(ident: str) -> Sink:
+    def emit(_level: int, msg: str) -> None:
         try:
-            sys.stderr.write(f"{self.ident}[{os.getpid()}]: {record.getMessage()}\n")
+            sys.stderr.write(f"{ident}[{os.getpid()}]: {msg}\n")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass  # stderr gone (detached, closed pipe): nowhere left to say it
 
+    return emit
 
-class _Syslog(logging.Handler):
-    def __init__(self, ident: str) -> None:
-        super().__init__()
-        syslog.openlog(ident, syslog.LOG_PID | syslog.LOG_NDELAY, syslog.LOG_DAEMON)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        prio = _SYSLOG_PRIO.get(record.levelno, syslog.LOG_INFO)
+def _syslog(ident: str) -> Sink:
+    syslog.openlog(ident, syslog.LOG_PID | syslog.LOG_NDELAY, syslog.LOG_DAEMON)
+
+    def emit(level: int, msg: str) -> None:
         with contextlib.suppress(OSError, ValueError):
-            syslog.syslog(prio, record.getMessage())
+            syslog.syslog(_SYSLOG_PRIO.get(level, syslog.LOG_INFO), msg)
+
+    return emit
 
 
 def setup(ident: str, level: str, use_syslog: bool) -> None:
-    for h in list(log.handlers):
-        log.removeHandler(h)
-    log.addHandler(_Syslog(ident) if use_syslog else _Stderr(ident))
+    log.sink = _syslog(ident) if use_syslog else _stderr(ident)
     log.setLevel(LEVELS.get(level, NOTICE))
-    log.propagate = False
 
 
 def set_level(level: str) -> None:
