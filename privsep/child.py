@@ -57,6 +57,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     Report = tuple[int, int, int]  # family, VIF, epoch << 16 | rule
+    # mask, net (as validate.Rule), level, option, value parts, report
+    Rule = tuple[int, int, int, int, tuple[bytes, ...], Report]
+
+
+def _first(sg: int, rules: list[Rule]) -> Rule | None:
+    """The first rule whose prefixes hold `sg` (source and group as one integer)."""
+    return next((rule for rule in rules if sg & rule[0] == rule[1]), None)
 
 
 def _quiet(fn: Callable[..., object], *args: object) -> None:
@@ -82,10 +89,10 @@ class Helper:
         self.last: dict[tuple[str, int, int], float] = {}  # rate limits: last event per key
         self.dropped, self.dropped_at = 0, 0.0  # bad kernel messages since the last log line
         # the daemon's rule table (see wire, UPCALL INSTALLED), its epoch and budget; by
-        # the raw header of a NOCACHE on the rule's VIF (kernel.nocache_header), in order:
-        # (mask, net, level, option, value parts, (family, vif, epoch << 16 | rule))
+        # the raw header of a NOCACHE on the rule's VIF (kernel.nocache_header): its
+        # leading rules for one group and any source by group, and all its rules in order
         self.rules, self.epoch, self.budget = 0, 0, 0
-        self.table: dict[bytes, list[tuple[int, int, int, int, tuple[bytes, ...], Report]]] = {}
+        self.table: dict[bytes, tuple[dict[bytes, Rule], list[Rule]]] = {}
         # INSTALLED reports not sent yet (no write waits for them), until `due`
         self.held: list[tuple[Report, bytes, bytes]] = []
         self.due = 0.0
@@ -116,9 +123,7 @@ class Helper:
     def run(self) -> None:
         poller = select.poll()
         poller.register(self.ipc.fileno(), select.POLLIN)
-        socks = {
-            s.fileno(): (f, s, kernel.UPCALL_AT[f]) for f, s in self.mr.items() if s is not None
-        }
+        socks = {s.fileno(): (f, s, kernel.UPCALL_AT[f]) for f, s in self.mr.items() if s}
         for fd, (_fam, s, _at) in socks.items():
             s.setblocking(False)
             poller.register(fd, select.POLLIN)
@@ -195,13 +200,14 @@ class Helper:
         rules = self.table.get(data[h : h + 4])
         if rules and len(data) >= end and data[a] & top != mcast and self.budget > 0:
             src, grp = data[a:g], data[g:end]  # the group: multicast, as the rule's prefix
-            sg = int.from_bytes(src + grp)
-            for mask, net, level, option, (p, q, r), report in rules:
-                if sg & mask == net:  # the first that matches
-                    try:
-                        s.setsockopt(level, option, p + src + q + grp + r)
-                    except OSError:
-                        break  # left to the daemon
+            rule = rules[0].get(grp) or _first(int.from_bytes(src + grp), rules[1])
+            if rule is not None:
+                _mask, _net, level, option, (p, q, r), report = rule
+                try:
+                    s.setsockopt(level, option, p + src + q + grp + r)
+                except OSError:
+                    pass  # left to the daemon
+                else:
                     self.budget -= 1
                     self.held.append((report, src, grp))
                     if len(self.held) == 1:
@@ -260,7 +266,11 @@ class Helper:
                 return errno.ENOSPC
             report = (cmd.family, cmd.parent, self.epoch << 16 | self.rules)
             rule = (cmd.mask, cmd.net, _LEVEL[cmd.family], cmd.option, cmd.parts, report)
-            self.table.setdefault(kernel.nocache_header(cmd.family, cmd.parent), []).append(rule)
+            key, n = kernel.nocache_header(cmd.family, cmd.parent), 4 if cmd.family == 4 else 16
+            exact, rules = self.table.setdefault(key, ({}, []))
+            if cmd.mask == (1 << 8 * n) - 1 and len(exact) == len(rules):  # one group, any source
+                exact.setdefault(cmd.net.to_bytes(n), rule)
+            rules.append(rule)
             self.rules += 1
             return 0
         if isinstance(cmd, validate.Route):

@@ -230,3 +230,41 @@ def test_a_new_table_replaces_the_old_one(loop: Loop) -> None:
         Upcall(4, wire.NOCACHE, 0, raw("10.0.0.1"), raw("225.9.9.9")),
         Upcall(6, wire.INSTALLED, 3, raw("fc00::2"), raw("ff0e::901"), 8 << 16 | 0),
     ]
+
+
+def rule4(
+    group: str, group_len: int, outs: bytes, source: str = "0.0.0.0", slen: int = 0
+) -> wire.Rule:
+    return wire.Rule(4, 0, wire.pad16(raw(source)), slen, wire.pad16(raw(group)), group_len, outs)
+
+
+A, B = bytes([0, 1]) + bytes(30), bytes([0, 0, 1]) + bytes(29)  # VIF 1, VIF 2
+
+
+@pytest.mark.parametrize(
+    ("rules", "source", "want"),
+    [
+        # the first rule that matches wins, whether it is for one group or a prefix
+        ([rule4("225.9.0.0", 16, A), rule4("225.9.9.9", 32, B)], "10.0.0.1", (0, A)),
+        ([rule4("225.9.9.9", 32, B), rule4("225.9.0.0", 16, A)], "10.0.0.1", (0, B)),
+        ([rule4("225.9.9.9", 32, A), rule4("225.9.9.9", 32, B)], "10.0.0.1", (0, A)),
+        ([rule4("225.8.0.0", 16, A), rule4("225.9.9.9", 32, B)], "10.0.0.1", (1, B)),
+        # one group from some sources only
+        ([rule4("225.9.9.9", 32, A, "10.0.0.0", 8), rule4("225.9.9.9", 32, B)], "10.0.0.1", (0, A)),
+        ([rule4("225.9.9.9", 32, A, "10.0.0.0", 8), rule4("225.9.9.9", 32, B)], "11.0.0.1", (1, B)),
+        ([rule4("225.9.9.9", 32, A, "10.0.0.0", 8)], "11.0.0.1", None),
+    ],
+)
+def test_the_first_rule_that_matches_wins(
+    loop: Loop, rules: list[wire.Rule], source: str, want: tuple[int, bytes] | None
+) -> None:
+    assert loop.ops(wire.Rules(5, 100), *rules) == [0] * (1 + len(rules))
+    loop.mr[4].feed.send(igmpmsg(1, 0, source, "225.9.9.9"))
+    (got,) = loop.upcalls(1)
+    if want is None:
+        assert got == Upcall(4, wire.NOCACHE, 0, raw(source), raw("225.9.9.9"))
+        assert loop.mr[4].writes == []
+        return
+    assert got == Upcall(4, wire.INSTALLED, 0, raw(source), raw("225.9.9.9"), 5 << 16 | want[0])
+    value = kernel.mfcctl(raw(source), raw("225.9.9.9"), 0, want[1])
+    assert loop.mr[4].writes == [(0, kernel.MRT_ADD_MFC, value)]

@@ -1,0 +1,154 @@
+"""Where a new source's first packet waits: the installing process, traced.
+
+Starts one daemon (``upcall_bench``'s router topology and template), sends
+``--trials`` new sources one at a time (a 50 ms stream each) and records,
+with ftrace (an instance of its own under /sys/kernel/tracing/instances,
+clock ``mono`` like the sender's timestamps), the scheduler wake-ups and
+system calls of the process that writes the (S,G): ours' privileged helper,
+the original's daemon.  Prints the median of each phase per source, in us:
+
+    wake      the kernel wakes it (upcall queued) -> its poll/select returns
+    to_read   -> the read/recvmsg of the upcall begins
+    read      the read itself
+    to_write  -> setsockopt(MRT_ADD_MFC) begins (decoding, matching)
+    write     MRT_ADD_MFC (the kernel forwards the queued packets)
+    to_sleep  -> back in poll/select (what follows the write)
+    t0_write  the sender's first frame -> MRT_ADD_MFC done
+
+Tracing costs about 1 us per event.  Prints figures, asserts nothing.
+Needs root and tracefs.
+
+Usage: ``sudo .venv/bin/python bench/upcall_trace.py [--impl ours|original|PATH]
+[--family 4|6] [--trials 30]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import itertools
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]  # the harness: tests/netns.py
+
+import netns  # noqa: E402
+import upcall_bench  # noqa: E402
+
+EVENTS = ("sched/sched_wakeup", "raw_syscalls/sys_enter", "raw_syscalls/sys_exit")
+SYSCALLS = {0: "read", 7: "poll", 23: "select", 45: "recvfrom", 47: "recvmsg", 54: "setsockopt",
+            232: "epoll_wait", 270: "pselect6", 271: "ppoll", 281: "epoll_pwait"}  # fmt: skip
+WAITS = {"poll", "select", "pselect6", "ppoll", "epoll_wait", "epoll_pwait"}
+READS = {"read", "recvfrom", "recvmsg"}
+LINE = re.compile(r"\s*.+?-(\d+)\s+\[\d+\].*?\s([\d.]+): (\w+): (.*)")
+
+
+class Trace:
+    """An ftrace instance recording `tids`' wake-ups and system calls."""
+
+    def __init__(self, tids: list[int]) -> None:
+        self.dir = Path(f"/sys/kernel/tracing/instances/smcroute-bench-{os.getpid()}")
+        self.dir.mkdir()
+        self.w("trace_clock", "mono")
+        self.w("buffer_size_kb", "8192")
+        self.w("events/sched/sched_wakeup/filter", " || ".join(f"pid == {t}" for t in tids))
+        for e in EVENTS[1:]:
+            self.w(f"events/{e}/filter", " || ".join(f"common_pid == {t}" for t in tids))
+        for e in EVENTS:
+            self.w(f"events/{e}/enable", "1")
+
+    def w(self, name: str, value: str) -> None:
+        (self.dir / name).write_text(value)
+
+    def stop(self) -> list[tuple[int, int, str, str]]:
+        """(ns, tid, event, details) in time order; removes the instance."""
+        self.w("tracing_on", "0")
+        out = []
+        for line in (self.dir / "trace").read_text().splitlines():
+            m = LINE.match(line)
+            if m and not line.startswith("#"):
+                tid, ts, name, rest = m.groups()
+                out.append((round(float(ts) * 1e9), int(tid), name, rest))
+        for e in EVENTS:
+            self.w(f"events/{e}/enable", "0")
+        self.dir.rmdir()
+        return sorted(out)
+
+
+def phases(events: list[tuple[int, int, str, str]], t0: int) -> dict[str, float] | None:
+    """The phases (us) of the first upcall handled after `t0`, or None."""
+    marks: dict[str, int] = {}
+    order = ["wake", "woke", "read", "read_done", "write", "write_done", "sleep"]
+    for ts, _tid, name, rest in events:
+        if ts < t0:
+            continue
+        step = order[len(marks)] if len(marks) < len(order) else None
+        if step is None:
+            break
+        nr = int(m.group(1)) if (m := re.search(r"NR (\d+)", rest)) else -1
+        call = SYSCALLS.get(nr, "")
+        hit = {
+            "wake": name == "sched_wakeup",
+            "woke": name == "sys_exit" and call in WAITS,
+            "read": name == "sys_enter" and call in READS,
+            "read_done": name == "sys_exit" and call in READS,
+            "write": name == "sys_enter" and call == "setsockopt",
+            "write_done": name == "sys_exit" and call == "setsockopt",
+            "sleep": name == "sys_enter" and call in WAITS,
+        }[step]
+        if hit:
+            marks[step] = ts
+    if len(marks) < len(order):
+        return None
+    us = [(marks[b] - marks[a]) / 1000 for a, b in itertools.pairwise(order)]
+    names = ("wake", "to_read", "read", "to_write", "write", "to_sleep")
+    return {**dict(zip(names, us, strict=True)), "t0_write": (marks["write_done"] - t0) / 1000}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--impl", default="ours", help="ours, original or a smcrouted path")
+    p.add_argument("--family", type=int, choices=(4, 6), default=4)
+    p.add_argument("--trials", type=int, default=30)
+    args = p.parse_args(argv)
+    binary, ctl = {
+        "ours": (netns.OUR_DAEMON, netns.OUR_CTL),
+        "original": (netns.ORIGINAL_DAEMON, netns.ORIGINAL_CTL),
+    }.get(args.impl, (args.impl, str(Path(args.impl).with_name("smcroutectl"))))
+    group = "225.1.1.1" if args.family == 4 else "ff2e::1"
+    conf = "mroute from a1 group 225.1.1.1 to a2\nmroute from a1 group ff2e::1 to a2\n"
+    with (
+        netns.router_topology(1) as topo,
+        netns.Daemon(topo.router, binary, conf, ctl_binary=ctl) as d,
+    ):
+        time.sleep(0.5)
+        helper = [p for p in netns.process_tree(d.pid) if "privileged helper" in netns.cmdline(p)]
+        pid = helper[0] if helper else d.pid
+        trace = Trace([int(t) for t in os.listdir(f"/proc/{pid}/task")])
+        t0: list[int] = []
+        try:
+            for t in range(args.trials):
+                if args.family == 6:
+                    src = str(ipaddress.ip_address(f"fd00:21::{t % 250 + 1:x}"))
+                else:
+                    src = f"10.21.0.{t % 250 + 1}"
+                res = upcall_bench.flood(topo.sender, src, group, count=50, rate=1000, times=True)
+                t0.append(res["t0"][0])  # type: ignore[index]
+                time.sleep(0.05)
+        finally:
+            events = trace.stop()
+    found = [ph for ph in (phases(events, t) for t in t0) if ph is not None]
+    print(f"{args.impl}, IPv{args.family}: {len(found)} of {len(t0)} sources traced; medians, us")
+    for name in ("wake", "to_read", "read", "to_write", "write", "to_sleep", "t0_write"):
+        print(f"  {name:9} {statistics.median(ph[name] for ph in found):8.1f}")
+    print(f"load average: {Path('/proc/loadavg').read_text().split()[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
