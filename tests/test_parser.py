@@ -881,3 +881,49 @@ def test_messages_name_file_and_line_across_files(tmp_path: Path) -> None:
         f"{b}:3: 10.1.1.1 is not a multicast group (IPv4 groups are 224.0.0.0/4)",
     ]
     assert [str(r.where) for r in cfg.routes] == [f"{main}:1"]
+
+
+def test_mroute_is_a_frozen_record_of_its_seven_values() -> None:
+    """MRoute keeps four slots (one tuple for family, source and group, one int
+    for the prefix lengths and the origin) but reads, compares and hashes as
+    the record of (iif, source, source_len, group, group_len, oifs, origin)."""
+    r = MRoute("eth0", A("10.1.0.0"), 16, A("225.4.4.0"), 24, ("eth1",), Where("t.conf", 70000))
+    assert (r.iif, r.source, r.source_len, r.group, r.group_len, r.oifs) == (
+        "eth0",
+        A("10.1.0.0"),
+        16,
+        A("225.4.4.0"),
+        24,
+        ("eth1",),
+    )
+    assert (r.family, r.mfc_key, str(r.where)) == (
+        4,
+        (4, A("10.1.0.0"), A("225.4.4.0")),
+        "t.conf:70000",
+    )
+    assert repr(r) == (
+        "MRoute(iif='eth0', source=IPv4Address('10.1.0.0'), source_len=16, "
+        "group=IPv4Address('225.4.4.0'), group_len=24, oifs=('eth1',))"
+    )
+    same = MRoute("eth0", A("10.1.0.0"), 16, A("225.4.4.0"), 24, ("eth1",))  # origin aside
+    assert r == same and hash(r) == hash(same) and r.where != same.where
+    for other in (
+        MRoute("eth9", A("10.1.0.0"), 16, A("225.4.4.0"), 24, ("eth1",)),
+        MRoute("eth0", A("10.1.0.1"), 16, A("225.4.4.0"), 24, ("eth1",)),
+        MRoute("eth0", A("10.1.0.0"), 17, A("225.4.4.0"), 24, ("eth1",)),
+        MRoute("eth0", A("10.1.0.0"), 16, A("225.4.4.1"), 24, ("eth1",)),
+        MRoute("eth0", A("10.1.0.0"), 16, A("225.4.4.0"), 25, ("eth1",)),
+        MRoute("eth0", A("10.1.0.0"), 16, A("225.4.4.0"), 24, ("eth2",)),
+    ):
+        assert r != other
+    assert r != MGroup("eth0", A("10.1.0.0"), 16, A("225.4.4.0"), 24)
+    with pytest.raises(AttributeError):
+        r.iif = "eth1"  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        MRoute("eth0", None, 0, A("ff0e::"), 129, ("eth1",))
+    six = MRoute("eth0", A("2001:db8::1"), 128, A("ff0e::1"), 128, ("eth1",))
+    assert six.family == 6 and not six.is_template and six.source_len == 128
+    assert MRoute("eth0", A("2001:db8::"), 127, A("ff0e::1"), 128, ("eth1",)).is_template
+    assert MRoute("eth+", A("10.0.0.1"), 32, A("225.1.1.1"), 32, ("eth1",)).is_template
+    assert not MRoute("eth0", A("10.0.0.1"), 32, A("225.1.1.1"), 32, ("eth1",)).is_template
+    assert MRoute("eth0", None, 0, A("225.1.1.1"), 32, ("eth1",)).is_template

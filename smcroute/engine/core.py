@@ -20,7 +20,6 @@ output is in the one list of operations an input returns: a warning is a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from ipaddress import IPv4Address
 from typing import Literal, NamedTuple
 
 from smcroute.engine.ops import (
@@ -206,7 +205,7 @@ class Engine:
             if r.is_template:
                 routes[route_key(r)] = r
                 continue
-            sg: MfcKey = (4 if type(r.group) is IPv4Address else 6, r.source, r.group)
+            sg = r.mfc_key
             have = routes.get(sg)
             if have is None or have.iif == r.iif:
                 routes[sg] = r
@@ -249,7 +248,7 @@ class Engine:
                 raise EngineError(f"{r.sg()}: more than {MAX_OIFS} outbound interfaces")
             r = MRoute(r.iif, r.source, r.source_len, r.group, r.group_len, oifs, old.origin)
         elif not r.is_template:
-            others = self._exact_routes((r.family, r.source, r.group))
+            others = self._exact_routes(r.mfc_key)
             other = next((x for x in others if x.iif != r.iif), None)
             if other is not None:
                 why = (
@@ -566,7 +565,7 @@ class Engine:
         """The key route `r` has in `routes`, or would have if added now."""
         if r.is_template:
             return route_key(r)
-        sg: MfcKey = (r.family, r.source, r.group)
+        sg = r.mfc_key
         have = self.routes.get(sg)
         if have is not None and have.iif == r.iif:
             return sg
@@ -609,7 +608,7 @@ class Engine:
             self._templates.append((_template_rank(r, self._order), r))
             self._tsorted = False
             return
-        sg: MfcKey = (r.family, r.source, r.group)
+        sg = r.mfc_key
         extra = self._extra.get(sg)
         if extra is None:
             first = self.routes.get(sg)
@@ -625,7 +624,7 @@ class Engine:
         if r.is_template:
             self._templates = [(k, t) for k, t in self._templates if route_key(t) != route_key(r)]
             return
-        sg: MfcKey = (r.family, r.source, r.group)
+        sg = r.mfc_key
         extra = self._extra.get(sg)
         if extra is None:
             return
@@ -657,7 +656,7 @@ class Engine:
         assert r is not None
         if r.is_template:
             return self._sync_mfc(self._star_keys() + list(self.learned))
-        return self._sync_mfc([(r.family, r.source, r.group)])
+        return self._sync_mfc([r.mfc_key])
 
     def _star_keys(self) -> list[MfcKey]:
         return [k for k, m in self.mfc.items() if m.kind == "star"] + [
