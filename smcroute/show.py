@@ -96,14 +96,14 @@ def route_rows(
         (templates if r.is_template else rules).append(r)
     counts = [no] * len(rules)
     if detail:  # one lookup of them all: no call per rule
-        keys = [(4 if type(r.group) is IPv4Address else 6, r.source, r.group) for r in rules]
+        keys = [r.mfc_key for r in rules]  # (family, source, group)
         many = getattr(counters, "many", None)
         counts = many(keys) if many is not None else [get(k, no) for k in keys]
     ssm: list[RouteRow] = []
     rule_rows: dict[int, tuple[Address, RouteRow]] = {}  # id(group) -> (source, its rule's row)
     v4 = IPv4Address
     for r, (pk, by) in zip(rules, counts, strict=True):
-        src, grp = r.source, r.group
+        _, src, grp = r.mfc_key
         assert src is not None  # a rule has a source
         o = ifs_of.get(id(r.oifs))
         if o is None or o[0] != r.iif:
