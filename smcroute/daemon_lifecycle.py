@@ -83,6 +83,7 @@ class Lifecycle(Core):
             f"plan {t2 - t1:.3f} s, {len(ops)} kernel changes {t3 - t2:.3f} s"
         )
         gc.freeze()  # the configuration lives as long as the process: stop scanning it
+        gc.enable()  # smcroute.daemon_cli turned it off for the start-up
         trim_heap()
         self.write_pidfile()
         n = len(self.engine.mfc)

@@ -8,6 +8,7 @@ unresolved until the kernel drops them (10 s later, with their packets).
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import Iterator, Sequence
 from ipaddress import ip_address
@@ -173,3 +174,26 @@ def test_a_table_the_helper_did_not_take_whole_is_not_trusted(
     # the report cannot be trusted: the engine writes its own decision
     adds = [r for r in helper.executed if isinstance(r, wire.AddMfc4)]
     assert [str(ip_address(r.source)) for r in adds] == ["10.1.0.8"]
+
+
+def test_start_turns_cyclic_gc_back_on(tmp_path: Path) -> None:
+    """smcrouted's main turns the cyclic GC off for the start-up (imports and
+    the first parse); the daemon runs with it on once its configuration is in."""
+    conf = tmp_path / "c.conf"
+    conf.write_text("mroute from a1 source 10.1.0.1 group 225.1.1.1 to a2\n")
+    helper = FakeHelper([])
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl.bind(str(tmp_path / "s"))
+    d = Daemon(Options(conf=str(conf), cache_timeout=0), helper, ctl, (4,))  # type: ignore[arg-type]
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        d.start()
+        assert gc.isenabled()
+        assert len(d.engine.routes) == 1
+    finally:
+        gc.unfreeze()
+        if not was:
+            gc.disable()
+        d.shutdown()
+        ctl.close()
