@@ -13,7 +13,9 @@ plain, `-d` and `-j`, `show` with no daemon, and `python3 -c 'import click'`
 original's plain `show`, and the load average before and after.  Also, per
 daemon of ours, the daemon's own answer time: a request sent on a connected
 socket until the last byte of the reply (what the client waits for once it
-is ready).  Prints figures, asserts nothing.  Needs root.
+is ready), and the daemon's CPU time for it (its main process, all threads:
+what the load of a shared machine inflates least).  Prints figures, asserts
+nothing.  Needs root.
 
     .venv/bin/python bench/show_rounds.py                          # 10,000 routes, 15 rounds
     .venv/bin/python bench/show_rounds.py --tree before=../main-before --rounds 21
@@ -40,6 +42,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(BENCH))
 
 import startup_bench  # noqa: E402
+from everyday_bench import cpu_ns  # noqa: E402
 from netns import ORIGINAL_CTL, ORIGINAL_DAEMON, Daemon, count_mfc, wait_until  # noqa: E402
 
 
@@ -117,6 +120,7 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
     loads = [load()]
     cmds: list[tuple[str, list[str]]] = []
     socks: dict[str, str] = {}
+    pids: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         daemons = {"original": (ORIGINAL_DAEMON, ORIGINAL_CTL)} | {
             n: (d, c) for n, (d, c, _py) in builds.items()
@@ -129,6 +133,7 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
             )  # fmt: skip
             wait_until(lambda t=topo: count_mfc(t["R"], 4) >= a.routes, timeout=120)
             socks[name] = d.sock
+            pids[name] = d.pid
             forms = [[]] if name == "original" else [[], ["-d"], ["-j"]]
             cmds += [(f"{name} {' '.join([*f, 'show'])}", [ctl, "-u", d.sock, *f, "show"])
                      for f in forms]  # fmt: skip
@@ -139,6 +144,7 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
         wall: dict[str, list[float]] = {label: [] for label, _ in cmds}
         cpu: dict[str, list[float]] = {label: [] for label, _ in cmds}
         answer: dict[str, list[float]] = {}
+        answer_cpu: dict[str, list[float]] = {}
         for r in range(a.rounds + 1):  # one warm-up round
             for label, argv in cmds:
                 u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -153,10 +159,13 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
                     cpu[label].append(u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime)
             for name in builds:
                 for detail, fmt in ((False, "text"), (True, "text"), (False, "json")):
+                    c0 = cpu_ns([pids[name]])
                     t = answer_time(socks[name], detail, fmt)
+                    c1 = cpu_ns([pids[name]])
                     if r:
                         key = f"{name} {'-d ' if detail else ''}{'-j ' if fmt == 'json' else ''}"
                         answer.setdefault(key + "show", []).append(t)
+                        answer_cpu.setdefault(key + "show", []).append((c1 - c0) / 1e9)
     loads.append(load())
     orig = statistics.median(wall["original show"])
     print(f"\nshow of {a.routes:,} routes, {a.rounds} rounds, load {loads[0]} -> {loads[1]}")
@@ -164,9 +173,10 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
     for label, _ in cmds:
         w, c = statistics.median(wall[label]), statistics.median(cpu[label])
         print(f"{label:40} {w * 1e3:7.1f}ms {c * 1e3:7.1f}ms {w / orig:12.2f}x")
-    print("\nthe daemon's answer (request sent on a connected socket -> last byte):")
+    print("\nthe daemon's answer (request sent on a connected socket -> last byte; its CPU):")
     for key, ts in answer.items():
-        print(f"{key:40} {statistics.median(ts) * 1e3:7.1f}ms")
+        c = statistics.median(answer_cpu[key])
+        print(f"{key:40} {statistics.median(ts) * 1e3:7.1f}ms {c * 1e3:7.1f}ms")
     return 0
 
 
