@@ -18,7 +18,7 @@ from smcroute.engine.core import EngineError
 from smcroute.logsetup import log
 from smcroute.netlink import NetlinkError, default_table
 from smcroute.output import render
-from smcroute.show import Counters, render_routes
+from smcroute.show import Counters, render_routes, routes_state
 from smcroute.show import document as show_document
 from smcroute.stats import (
     CountersView,
@@ -30,6 +30,10 @@ from smcroute.stats import (
 
 class Reading(Core):
     """`show`, counters and samples."""
+
+    # The last `show routes` rendered: (its form and state, the text, when).
+    # Dropped by the next steady sample an interval after it was made.
+    shown: tuple[tuple[object, ...], bytes, float] | None = None
 
     # -- show ------------------------------------------------------------------
 
@@ -67,16 +71,31 @@ class Reading(Core):
             return doc
 
     def show_text(self, what: str, detail: bool, fmt: str) -> bytes:
-        """`show` rendered as smcroutectl prints it (the client only copies bytes)."""
+        """`show` rendered as smcroutectl prints it (the client only copies bytes).
+
+        `show routes` (all but `-j -d`) is kept once rendered (`shown`): the
+        same form asked again of the same state (`routes_state`) and, with
+        `-d`, the same counters in a dump made now, gets the same bytes without
+        rendering them again (`watch smcroutectl show`, idle routes)."""
         with bulk():
             if what == "routes" and not (detail and fmt == "json"):
                 counters: Counters = {}
+                now = time.monotonic()
+                counted: tuple[object, ...] = ()
                 if detail:  # one dump into flat arrays: no address objects per entry
                     try:
-                        counters = CountersView(self.sampler.fresh(time.monotonic()))
+                        sample = self.sampler.fresh(now)
                     except (NetlinkError, OSError) as e:
                         raise EngineError(f"cannot read kernel counters: {e}") from e
-                return render_routes(self.engine, fmt, detail, counters).encode("utf-8")
+                    counters = CountersView(sample)
+                    counted = (sample.keys, sample.packets, sample.bytes)
+                form = (fmt, detail, counted, routes_state(self.engine))
+                if self.shown is not None and self.shown[0] == form:
+                    return self.shown[1]
+                self.shown = None  # the old state's objects: not kept while rendering
+                text = render_routes(self.engine, fmt, detail, counters).encode("utf-8")
+                self.shown = (form, text, now)
+                return text
             doc = self.show(what, detail)  # -j -d routes: with rates (smcroute.stats)
             return render(what, doc, fmt, detail=detail).encode("utf-8")
 
@@ -93,6 +112,8 @@ class Reading(Core):
 
     def take_sample(self, now: float) -> None:
         """The steady counter sample (rates); the metrics endpoint publishes it."""
+        if self.shown is not None and now - self.shown[2] >= self.sampler.interval:
+            self.shown = None  # its text and the objects of its state: not kept for long
         was_failing = self.sampler.failed
         before = len(self.sampler.last or ())
         with bulk():

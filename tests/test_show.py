@@ -4,14 +4,20 @@ be exactly what `smcroute.output` prints for the same routes as a document."""
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Iterator
 from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_engine import engine, route
+from test_daemon_upcalls import FakeHelper
+from test_engine import engine, links, route
 
 from smcroute import stats
+from smcroute.daemon import Daemon, Options
 from smcroute.engine.core import Engine, Link
 from smcroute.engine.ops import UpcallKind
 from smcroute.model import Config
@@ -170,3 +176,106 @@ def test_routes_text_is_format_show(
         want = format_show("routes", doc, detail=detail, plain=plain, headings=headings)
         got = routes_text(tables, distinct(tables), detail=detail, plain=plain, headings=headings)
         assert got == want
+
+
+# --- the daemon keeps the last show routes it rendered (smcroute.daemon_show) ---------
+
+
+@pytest.fixture
+def shown_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    helper = FakeHelper([])
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl.bind(str(tmp_path / "s"))
+    ctl.listen()
+    d = Daemon(Options(cache_timeout=0), helper, ctl, (4, 6))  # type: ignore[arg-type]
+    d.engine.set_links(links("a1", "a2", "a3"))
+    config = Config(
+        routes=[
+            route("a1", "10.0.0.1", "225.1.1.1", "a2"),
+            route("a1", None, "225.3.3.0", "a2", "a3", glen=24),
+            route("a2", "fd00::5", "ff2e::5", "a1"),
+        ]
+    )
+    d.apply(d.engine.load_config(config))
+    yield d
+    helper.close()
+    ctl.close()
+
+
+def sample_of(counters: dict[tuple[int, Any, Any], tuple[int, int]]) -> stats.Sample:
+    cols = stats._columns()
+    for (fam, src, grp), (pk, by) in counters.items():
+        for col, value in zip(cols, (stats.key64(fam, src, grp), pk, by, 0, 0.0), strict=True):
+            col.append(value)  # type: ignore[arg-type]
+    return stats.Sample(0.0, cols)
+
+
+def a2_gone(d: Daemon) -> None:
+    d.apply(d.engine.set_links(links("a1", "a3")))
+
+
+CHANGES = {
+    "add": lambda d: d.apply(d.engine.add_route(route("a1", "10.0.0.2", "225.1.1.2", "a3"))),
+    "remove": lambda d: d.apply(d.engine.remove_route(route("a1", "10.0.0.1", "225.1.1.1"))),
+    "learned": lambda d: d.apply(
+        d.engine.upcall(4, NOCACHE, 0, A("10.0.0.9"), A("225.3.3.7"), 0.0)
+    ),
+    "an interface gone": a2_gone,
+    "reload": lambda d: d.apply(
+        d.engine.load_config(Config(routes=[route("a1", "10.0.0.1", "225.1.1.1", "a3")]))
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "rows"])
+@pytest.mark.parametrize("change", CHANGES)
+def test_the_last_show_is_kept_until_the_routes_change(
+    shown_daemon: Daemon, fmt: str, change: str
+) -> None:
+    d = shown_daemon
+    first = d.show_text("routes", False, fmt)
+    assert first == render_routes(d.engine, fmt, False, {}).encode()
+    assert d.show_text("routes", False, fmt) is first  # kept: not rendered again
+    other = "json" if fmt != "json" else "text"
+    assert d.show_text("routes", False, other) == render_routes(d.engine, other, False, {}).encode()
+    assert d.show_text("routes", False, fmt) == first  # one kept at a time: made again
+    CHANGES[change](d)
+    now = d.show_text("routes", False, fmt)
+    assert now != first
+    assert now == render_routes(d.engine, fmt, False, {}).encode()
+
+
+def test_the_last_show_d_is_kept_while_the_counters_stay(
+    shown_daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = shown_daemon
+    counters = {k: (i + 1, 100 * (i + 1)) for i, k in enumerate(d.engine.mfc)}
+    monkeypatch.setattr(d.sampler, "fresh", lambda now, names=None: sample_of(counters))
+    first = d.show_text("routes", True, "text")
+    assert first == render_routes(d.engine, "text", True, counters).encode()
+    assert d.show_text("routes", True, "text") is first  # a dump with the same counters
+    assert d.show_text("routes", False, "text") != first  # without counters: another form
+    assert d.show_text("routes", True, "text") == first
+    counters[next(iter(counters))] = (7, 700)  # one counter moved
+    moved = d.show_text("routes", True, "text")
+    assert moved == render_routes(d.engine, "text", True, counters).encode() != first
+    del counters[next(iter(counters))]  # an entry gone from the kernel's dump
+    assert (
+        d.show_text("routes", True, "text")
+        == render_routes(d.engine, "text", True, counters).encode()
+    )
+
+
+def test_the_last_show_is_dropped_by_a_sample_an_interval_later(
+    shown_daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = shown_daemon
+    monkeypatch.setattr(d.sampler, "fresh", lambda now, names=None: sample_of({}))
+    d.show_text("routes", False, "text")
+    assert d.shown is not None
+    made = d.shown[2]
+    assert d.sampler.due(made)  # the loop asks first
+    d.take_sample(made + d.sampler.interval / 2)
+    assert d.shown is not None
+    d.take_sample(made + d.sampler.interval)
+    assert d.shown is None
