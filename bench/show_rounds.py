@@ -7,15 +7,16 @@ each of ours given (this tree's wheel in a fresh venv, and any other tree's,
 e.g. a worktree of `main` before a change) at once, each with N exact (S,G)
 routes (`startup_bench.py`'s configuration), then runs round after round
 every command once per daemon, in turn: the original's plain `show`, ours'
-plain, `-d` and `-j`, `show` with no daemon, and `python3 -c 'import click'`
+plain, `-d` and `-j` (each twice in a row: right after another form, and the
+same again at once), `show` with no daemon, and `python3 -c 'import click'`
 (our floor).  Prints each command's median wall time and median CPU time
 (user + system of the client process), the ratio of the wall medians to the
-original's plain `show`, and the load average before and after.  Also, per
-daemon of ours, the daemon's own answer time: a request sent on a connected
-socket until the last byte of the reply (what the client waits for once it
-is ready), and the daemon's CPU time for it (its main process, all threads:
-what the load of a shared machine inflates least).  Prints figures, asserts
-nothing.  Needs root.
+original's plain `show` (both of its runs), and the load average before and
+after.  Also, per daemon of ours, the daemon's own answer time: a request
+sent on a connected socket until the last byte of the reply (what the client
+waits for once it is ready), and the daemon's CPU time for it (its main
+process, all threads: what the load of a shared machine inflates least).
+Prints figures, asserts nothing.  Needs root.
 
     .venv/bin/python bench/show_rounds.py                          # 10,000 routes, 15 rounds
     .venv/bin/python bench/show_rounds.py --tree before=../main-before --rounds 21
@@ -141,6 +142,10 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
                 cmds.append((f"{name} show, no daemon", [ctl, "-u", "/nonexistent/s", "show"]))
         py = next(iter(builds.values()))[2]
         cmds.append(("python3 -c 'import click'", [py, "-c", "import click"]))
+        # A show right after another form (what the daemon must render) and the
+        # same show again at once (what it may have kept: see daemon_show).
+        cmds = [(lab + again, argv) for lab, argv in cmds
+                for again in (("", ", again") if lab.endswith("show") else ("",))]  # fmt: skip
         wall: dict[str, list[float]] = {label: [] for label, _ in cmds}
         cpu: dict[str, list[float]] = {label: [] for label, _ in cmds}
         answer: dict[str, list[float]] = {}
@@ -159,15 +164,17 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
                     cpu[label].append(u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime)
             for name in builds:
                 for detail, fmt in ((False, "text"), (True, "text"), (False, "json")):
-                    c0 = cpu_ns([pids[name]])
-                    t = answer_time(socks[name], detail, fmt)
-                    c1 = cpu_ns([pids[name]])
-                    if r:
-                        key = f"{name} {'-d ' if detail else ''}{'-j ' if fmt == 'json' else ''}"
-                        answer.setdefault(key + "show", []).append(t)
-                        answer_cpu.setdefault(key + "show", []).append((c1 - c0) / 1e9)
+                    for again in ("", ", again"):
+                        c0 = cpu_ns([pids[name]])
+                        t = answer_time(socks[name], detail, fmt)
+                        c1 = cpu_ns([pids[name]])
+                        if r:
+                            d, j = "-d " if detail else "", "-j " if fmt == "json" else ""
+                            key = f"{name} {d}{j}show{again}"
+                            answer.setdefault(key, []).append(t)
+                            answer_cpu.setdefault(key, []).append((c1 - c0) / 1e9)
     loads.append(load())
-    orig = statistics.median(wall["original show"])
+    orig = statistics.median(wall["original show"] + wall["original show, again"])
     print(f"\nshow of {a.routes:,} routes, {a.rounds} rounds, load {loads[0]} -> {loads[1]}")
     print(f"{'command':40} {'wall':>9} {'CPU':>9} {'/ orig. show':>13}")
     for label, _ in cmds:
