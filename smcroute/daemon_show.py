@@ -31,9 +31,10 @@ from smcroute.stats import (
 class Reading(Core):
     """`show`, counters and samples."""
 
-    # The last `show routes` rendered: (its form and state, the text, when).
-    # Dropped by the next steady sample an interval after it was made.
-    shown: tuple[tuple[object, ...], bytes, float] | None = None
+    # The last `show routes` rendered: (its form and state, the text).  Kept
+    # only while steady samples are taken, and dropped by each (at most
+    # --sample-interval, and at once after a reload, which asks for one).
+    shown: tuple[tuple[object, ...], bytes] | None = None
 
     # -- show ------------------------------------------------------------------
 
@@ -76,7 +77,8 @@ class Reading(Core):
         `show routes` (all but `-j -d`) is kept once rendered (`shown`): the
         same form asked again of the same state (`routes_state`) and, with
         `-d`, the same counters in a dump made now, gets the same bytes without
-        rendering them again (`watch smcroutectl show`, idle routes)."""
+        rendering them again (`watch smcroutectl show`, idle routes) until the
+        next steady sample (see `shown`)."""
         with bulk():
             if what == "routes" and not (detail and fmt == "json"):
                 counters: Counters = {}
@@ -94,7 +96,8 @@ class Reading(Core):
                     return self.shown[1]
                 self.shown = None  # the old state's objects: not kept while rendering
                 text = render_routes(self.engine, fmt, detail, counters).encode("utf-8")
-                self.shown = (form, text, now)
+                if self.sampler.interval:
+                    self.shown = (form, text)
                 return text
             doc = self.show(what, detail)  # -j -d routes: with rates (smcroute.stats)
             return render(what, doc, fmt, detail=detail).encode("utf-8")
@@ -112,8 +115,7 @@ class Reading(Core):
 
     def take_sample(self, now: float) -> None:
         """The steady counter sample (rates); the metrics endpoint publishes it."""
-        if self.shown is not None and now - self.shown[2] >= self.sampler.interval:
-            self.shown = None  # its text and the objects of its state: not kept for long
+        self.shown = None  # its text and the objects of its state: not kept for long
         was_failing = self.sampler.failed
         before = len(self.sampler.last or ())
         with bulk():

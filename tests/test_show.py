@@ -266,16 +266,18 @@ def test_the_last_show_d_is_kept_while_the_counters_stay(
     )
 
 
-def test_the_last_show_is_dropped_by_a_sample_an_interval_later(
+def test_the_last_show_is_dropped_by_the_next_sample(
     shown_daemon: Daemon, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = shown_daemon
     monkeypatch.setattr(d.sampler, "fresh", lambda now, names=None: sample_of({}))
-    d.show_text("routes", False, "text")
+    first = d.show_text("routes", False, "text")
     assert d.shown is not None
-    made = d.shown[2]
-    assert d.sampler.due(made)  # the loop asks first
-    d.take_sample(made + d.sampler.interval / 2)
-    assert d.shown is not None
-    d.take_sample(made + d.sampler.interval)
+    assert d.sampler.due(0.0)  # the loop asks first
+    d.take_sample(0.0)
+    assert d.shown is None
+    assert d.show_text("routes", False, "text") == first
+    monkeypatch.setattr(d.sampler, "interval", 0)  # no steady samples: nothing kept
+    d.take_sample(1.0)
+    assert d.show_text("routes", False, "text") == first
     assert d.shown is None
