@@ -6,8 +6,8 @@ automatically and **fails** (it does not skip) when not run as root.
 
 Which daemon the end-to-end scenarios drive is chosen with
 ``--daemon=original|ours|both`` or the environment variable
-``SMCROUTE_E2E_DAEMONS`` (same values; default ``original``, Debian's
-``/usr/sbin/smcrouted``, until ours is complete). ``--daemon=PATH`` runs
+``SMCROUTE_E2E_DAEMONS`` (same values; default ``both``: each scenario runs
+against ours and against Debian's ``/usr/sbin/smcrouted``). ``--daemon=PATH`` runs
 them against any smcrouted binary (its smcroutectl is taken from the same
 directory).
 """
@@ -21,10 +21,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import netns
+
+# Property tests judge results, never time: no per-example deadline (on a
+# loaded machine hypothesis' default of 200 ms failed tests that were right).
+settings.register_profile("smcroute", deadline=None)
+settings.load_profile("smcroute")
 
 NETNS_FIXTURES = {"topology", "daemon", "smcrouted_bin", "router_topo", "ours"}
 
