@@ -9,7 +9,9 @@ for both daemons and prints one table with the ratio ours / original:
   (the floor our client is measured against).  Both daemons run at once and
   every command runs once per round, so all share the same load.
 * ``show``: ``smcroutectl show`` of 10,000 routes, plain, ``-d`` and ``-j``
-  (median of ``--repeat``), each against the original's plain ``show``.
+  (median of ``--repeat``), each against the original's plain ``show``;
+  again with a route added or removed before each one (ours then cannot
+  send the show it kept).
 * ``start``: exec until all N routes are in the kernel MFC, N = 1,000 IPv4,
   1,000 IPv6, 10,000 and 100,000 IPv4 (the original gets ``--timeout``
   seconds; it needs minutes for 100,000).
@@ -197,19 +199,38 @@ def section_ctl(impls: list[str], args: argparse.Namespace) -> None:
 
 
 def _show_times(d: Daemon, impl: str, repeat: int) -> None:
+    """Each form `repeat` times in a row, then each right after a route is added or removed.
+
+    Ours keeps the last show it rendered while nothing in it changed, so the
+    first rows are mostly that copy; the "after a change" rows render anew
+    every time (the original renders every show either way).
+    """
     _, ctl = IMPLS[impl]
     goal = "<= 1.5 x original plain"
-    for label, opts in (("", []), (" -d", ["-d"]), (" -j", ["-j"])):
-        t, note = startup_bench.time_ctl(ctl, d.sock, [*opts, "show"], repeat)
-        put(
-            f"show{label}, 10,000 routes",
-            impl,
-            t,
-            "s",
-            goal,
-            ratio_to="show, 10,000 routes",
-            note=note if impl == "ours" else "",
+    flip = [False]
+
+    def change() -> None:  # one route in or out: untimed, before each timed show
+        cmd = "remove" if flip[0] else "add"
+        flip[0] = not flip[0]
+        subprocess.run(
+            [ctl, "-u", d.sock, cmd, "a1", "10.9.9.9", "225.9.9.9", "a2"],
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
+
+    for after, before in (("", None), (", after a change", change)):
+        for label, opts in (("", []), (" -d", ["-d"]), (" -j", ["-j"])):
+            t, note = startup_bench.time_ctl(ctl, d.sock, [*opts, "show"], repeat, before)
+            put(
+                f"show{label}, 10,000 routes{after}",
+                impl,
+                t,
+                "s",
+                goal,
+                ratio_to="show, 10,000 routes",
+                note=note if impl == "ours" else "",
+            )
 
 
 def _remove_all(d: Daemon, topo: Topology, res: startup_bench.Result, family: int) -> None:

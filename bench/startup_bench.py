@@ -111,10 +111,21 @@ def bench_topology() -> Topology:
     return topo
 
 
-def time_ctl(ctl: str, sock: str, args: list[str], repeat: int) -> tuple[float | None, str]:
-    """Median wall time of ``ctl -u sock args`` (run from the host: the socket is a path)."""
+def time_ctl(
+    ctl: str,
+    sock: str,
+    args: list[str],
+    repeat: int,
+    before: Callable[[], None] | None = None,
+) -> tuple[float | None, str]:
+    """Median wall time of ``ctl -u sock args`` (run from the host: the socket is a path).
+
+    ``before``, when given, runs untimed before each run.
+    """
     times = []
     for _ in range(repeat):
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         proc = subprocess.run(
             [ctl, "-u", sock, *args], capture_output=True, timeout=120, check=False
