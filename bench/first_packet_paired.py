@@ -32,6 +32,8 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]  # the harness: tests/n
 import netns  # noqa: E402
 import upcall_bench  # noqa: E402
 
+QUIET = ["-l", "notice"]  # as everyday_bench: no log line per new source
+
 CONF = "mroute from a1 group 225.1.1.1 to a2\nmroute from a1 group ff2e::1 to a2\n"
 
 
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = {}
         for name, (binary, ctl) in daemons.items():
             topo = stack.enter_context(netns.router_topology(1))
-            stack.enter_context(netns.Daemon(topo.router, binary, CONF, ctl_binary=ctl))
+            stack.enter_context(
+                netns.Daemon(topo.router, binary, CONF, ctl_binary=ctl, extra_args=QUIET)
+            )
             rx = netns.Receiver(topo.receivers[0], "r0", [group], topology=topo).start()
             runs[name] = (topo, rx, upcall_bench.Watcher(topo.router), dict[str, int]())
         time.sleep(0.5)

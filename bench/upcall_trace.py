@@ -40,6 +40,8 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]  # the harness: tests/n
 import netns  # noqa: E402
 import upcall_bench  # noqa: E402
 
+QUIET = ["-l", "notice"]  # as everyday_bench: no log line per new source
+
 EVENTS = ("sched/sched_wakeup", "raw_syscalls/sys_enter", "raw_syscalls/sys_exit")
 SYSCALLS = {0: "read", 7: "poll", 23: "select", 45: "recvfrom", 47: "recvmsg", 54: "setsockopt",
             232: "epoll_wait", 270: "pselect6", 271: "ppoll", 281: "epoll_pwait"}  # fmt: skip
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     conf = "mroute from a1 group 225.1.1.1 to a2\nmroute from a1 group ff2e::1 to a2\n"
     with (
         netns.router_topology(1) as topo,
-        netns.Daemon(topo.router, binary, conf, ctl_binary=ctl) as d,
+        netns.Daemon(topo.router, binary, conf, ctl_binary=ctl, extra_args=QUIET) as d,
     ):
         time.sleep(0.5)
         helper = [p for p in netns.process_tree(d.pid) if "privileged helper" in netns.cmdline(p)]
