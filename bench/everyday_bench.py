@@ -410,7 +410,7 @@ def print_table(loads: list[str]) -> None:
         if r.figure.startswith("smcroutectl") and floor and u is not None:
             f0 = floor.values.get("ours")
             if f0 is not None:
-                extra = f" (+{u - f0:.1f} ms over import click)"
+                extra = f" ({u - f0:+.1f} ms over import click)"
         note = f"  [{r.note}]" if r.note else ""
         orig = fmt(r.values.get("original"), r.unit) if not r.ratio_to else "(plain)"
         print(
