@@ -1,7 +1,8 @@
-"""Line structure: lark (grammar/smcroute.lark) decides what each word of a line is.
+"""Line structure: lark's grammar (grammar/smcroute.lark) decides what each word of a line is.
 
-Owns the compiled lark LALR parser, its inline transformer, and the mapping of
-lark's syntax errors to sentences a network engineer understands.  Returns a
+Owns the LALR parser over lark's saved tables (lark itself only for the tests
+and tools/lark_tables.py), its inline transformer, and the mapping of syntax
+errors to sentences a network engineer understands.  Returns a
 `Skeleton`: which directive, and the *index* of the word that fills each slot.
 It must not interpret values (addresses, interface names, numbers) -- that is
 `semantics.py` -- and it does no I/O besides loading the grammar resource.
