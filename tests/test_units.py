@@ -14,10 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from netns import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ETC = ROOT / "etc"
@@ -255,15 +255,6 @@ def init_sandbox(tmp_path):
             os.kill(p, signal.SIGKILL)
 
 
-def _wait(cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -279,21 +270,21 @@ def test_init_script_start_status_reload_stop(init_sandbox):
     assert run("status").returncode != 0
     res = run("start")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert _wait(lambda: _alive(pid()))
+    wait_until(lambda: _alive(pid()), 10, what="the daemon to run")
     assert "args -l info -c 300" in log.read_text()
     assert run("status").returncode == 0
     first = pid()
     assert run("start").returncode == 0 and pid() == first, "start twice must not start twice"
     assert run("reload").returncode == 0
-    assert _wait(lambda: f"signal {int(signal.SIGHUP)}" in log.read_text())
+    wait_until(lambda: f"signal {int(signal.SIGHUP)}" in log.read_text(), 10, what="SIGHUP")
     assert run("force-reload").returncode == 0
     res = run("restart")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert _wait(lambda: _alive(pid()) and pid() != first)
+    wait_until(lambda: _alive(pid()) and pid() != first, 10, what="a new daemon")
     second = pid()
     res = run("stop")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert _wait(lambda: not _alive(second))
+    wait_until(lambda: not _alive(second), 10, what="the daemon to stop")
     assert f"signal {int(signal.SIGTERM)}" in log.read_text()
     assert run("status").returncode == 3
     assert run("bogus").returncode == 3
