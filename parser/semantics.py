@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
 from socket import AF_INET, AF_INET6, inet_pton
-from typing import Any, TypeVar
 
 from smcroute.model import (
     MAX_OIFS,
@@ -31,6 +30,12 @@ from smcroute.model import (
 )
 
 from .syntax import Skeleton
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    _T = TypeVar("_T")
 
 IFNAMSIZ = 16  # Linux: 15 characters plus the terminating NUL
 MAX_JOINS = 1024  # joins one mgroup line may expand to
@@ -161,7 +166,6 @@ _Group = tuple[Address, int, str | None]
 _Source = tuple[Address | None, int, int, str | None]
 _group_cache: dict[str, _Group | str] = {}
 _source_cache: dict[str, _Source | str] = {}
-_T = TypeVar("_T")
 
 
 def _memo(cache: dict[str, _T | str], word: str, check: Callable[[str], _T]) -> _T:

@@ -31,13 +31,17 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lark import Lark
-    from lark.exceptions import UnexpectedInput
 
 from smcroute.records import dataclass, field
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from lark import Lark
+    from lark.exceptions import UnexpectedInput
+else:
+    Any = object  # (in `_Result` below)
 
 DIRECTIVES = ("phyint", "mgroup", "ssmgroup", "mroute", "include")
 

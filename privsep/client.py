@@ -24,13 +24,16 @@ import sys
 import syslog
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 import smcroute
 
 from . import caps, daemon_wire, wire
 from .daemon_wire import Solicit, Upcall
 from .wire import ProtoError, Record
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["Event", "HelperClient", "HelperGone", "LogSink", "start_helper"]
 

@@ -13,7 +13,8 @@ import struct
 import sys
 from array import array
 from collections.abc import Sequence
-from typing import NamedTuple
+
+from smcroute.records import NamedTuple  # typing's, without importing typing
 
 from .wire import (
     HEADER,

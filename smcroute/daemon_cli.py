@@ -18,11 +18,14 @@ import socket
 import stat
 import sys
 import time
-from typing import Any, NoReturn
 
 from smcroute import __version__, identity, logsetup
 from smcroute.logsetup import log
 from smcroute.options import Options
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 EX_OK = 0
 EX_USAGE = 64

@@ -10,7 +10,6 @@ error becomes a failure response.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from smcroute import logsetup, observe
 from smcroute.daemon_core import EXIT_SOFTWARE
@@ -23,6 +22,10 @@ from smcroute.logsetup import log
 from smcroute.model import MGroup, MRoute
 from smcroute.parser import ParseError, parse_command
 from smcroute.privsep.client import HelperGone
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Control(Lifecycle, Reading):

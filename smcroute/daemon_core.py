@@ -20,7 +20,6 @@ import selectors
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from smcroute import helper_wire, logsetup
 from smcroute.engine.core import Engine, Link, Mfc, describe
@@ -46,6 +45,10 @@ from smcroute.privsep.daemon_wire import Upcall
 from smcroute.privsep.janitor import Janitor
 from smcroute.privsep.wire import ProtoError
 from smcroute.stats import Counts, Sampler
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from ipaddress import IPv4Address, IPv6Address
-from typing import Any
 
 from smcroute.daemon_core import Core, bulk, trim_heap
 from smcroute.engine.core import EngineError
@@ -26,6 +25,10 @@ from smcroute.stats import (
     add_route_stats,
     link_names,
 )
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Reading(Core):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
 
 from smcroute.engine.core import IFF_MULTICAST, Engine
 from smcroute.explain import UP, directive, origin, rp_filter, sysctl
@@ -27,6 +26,10 @@ from smcroute.model import MRoute, ifname_matches, is_wildcard
 from smcroute.netlink import default_table
 from smcroute.parser import parse_file
 from smcroute.privsep.kernel import MAXVIFS
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 SEVERITY = {"error": 0, "warning": 1, "info": 2}
 VIF_WARN = 28  # of MAXVIFS slots

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
 
 from smcroute.engine.core import IFF_MULTICAST, IFF_RUNNING, IFF_UP, Engine, EngineError, Link
 from smcroute.model import (
@@ -35,6 +34,10 @@ from smcroute.model import (
 )
 from smcroute.netlink import default_table
 from smcroute.stats import Entry, Sample
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 UP = IFF_UP | IFF_RUNNING
 

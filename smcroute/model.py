@@ -14,13 +14,18 @@ address.  Interface names may end in `+`, a wildcard (`eth+` matches `eth0`).
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address, ip_network
-from typing import Literal
 
 from smcroute.privsep.kernel import MAXVIFS
 from smcroute.records import dataclass, field
 
 Address = IPv4Address | IPv6Address
-Family = Literal[4, 6]
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Family = Literal[4, 6]
+else:
+    Family = int
 
 MAX_OIFS = MAXVIFS  # a route's outbound interfaces: at most one per VIF/MIF
 MAX_TTL = 255

@@ -8,7 +8,6 @@ Owns turning those requests into documents (`smcroute.explain`,
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from smcroute import logsetup
 from smcroute.doctor import doctor
@@ -16,6 +15,10 @@ from smcroute.engine.core import EngineError
 from smcroute.explain import explain
 from smcroute.netlink import NetlinkError
 from smcroute.stats import link_names
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 LOG_NAMES = ("none", "err", "notice", "info", "debug")
 

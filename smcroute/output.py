@@ -27,7 +27,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
+else:
+    Any = object  # (in `RouteRow` below)
 
 __all__ = [
     "RULE_WIDTH",

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from ipaddress import IPv4Address
-from typing import Any
 
 from smcroute.engine.core import Engine, EngineError
 from smcroute.model import Address, MGroup, MRoute, fmt_prefix
 from smcroute.output import ROUTE_TABLES, Ifs, RouteRow, routes_json, routes_text
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 Counters = Mapping[tuple[int, object, object], tuple[int, int]]  # -> (packets, bytes)
 _DECIMAL = [str(i) for i in range(256)]

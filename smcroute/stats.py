@@ -27,7 +27,6 @@ from _blake2 import blake2b  # hashlib.blake2b itself, without hashlib loading O
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from ipaddress import IPv4Address
-from typing import Any
 
 from smcroute.engine.core import Engine
 from smcroute.model import Address
@@ -48,6 +47,10 @@ from smcroute.netlink import (
 )
 from smcroute.options import DEFAULT_INTERVAL
 from smcroute.records import dataclass, field
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 RTM_NEWLINK = 16
 RTA_DST, RTA_SRC, RTA_TABLE, RTA_MFC_STATS, RTA_EXPIRES = 1, 2, 15, 17, 23

@@ -216,3 +216,66 @@ def test_start_up_classes_are_made_here() -> None:
     ]
     assert not [c for c in made if dataclasses.is_dataclass(c)]
     assert len([c for c in made if hasattr(c, "__record_fields__")]) >= 25
+
+
+def named_tuples(base: Any) -> type:
+    class Response(base):  # type: ignore[misc, valid-type]
+        """A reply."""
+
+        ok: bool
+        data: Any = None
+        warnings: tuple[str, ...] = ()
+
+        @classmethod
+        def success(cls, data: Any = None) -> Any:
+            return cls(True, data)
+
+        def failed(self) -> bool:
+            return not self.ok
+
+    return Response
+
+
+def test_named_tuple_behaves_as_typings() -> None:
+    import typing
+
+    theirs, ours = named_tuples(typing.NamedTuple), named_tuples(records.NamedTuple)
+    assert ours._fields == theirs._fields == ("ok", "data", "warnings")
+    assert ours._field_defaults == theirs._field_defaults
+    for cls in (theirs, ours):
+        r = cls.success([1])
+        assert r == (True, [1], ()) and isinstance(r, tuple)
+        assert hash(cls(False, 2)) == hash((False, 2, ()))
+        assert r._replace(ok=False).failed() and not r.failed()
+        assert r._asdict() == {"ok": True, "data": [1], "warnings": ()}
+        assert cls.__doc__ == "A reply." and cls.__qualname__.endswith("Response")
+        assert cls.__module__ == __name__
+        with pytest.raises(AttributeError):
+            r.ok = False  # type: ignore[misc]
+    assert repr(ours(True)) == repr(theirs(True)) == "Response(ok=True, data=None, warnings=())"
+    assert list(ours.__annotations__) == list(theirs.__annotations__)
+    with pytest.raises(TypeError):
+
+        class Bad(records.NamedTuple):  # type: ignore[misc]
+            a: int = 1
+            b: int
+
+    with pytest.raises(TypeError):
+        records.NamedTuple("Functional", [("a", int)])  # type: ignore[call-arg]
+
+
+def test_daemon_start_path_does_not_import_typing() -> None:
+    """`typing` (with `re`, ~5 ms) is for type checkers only on smcrouted's path
+    to its routes; a module there uses `TYPE_CHECKING = False` as the others."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import smcroute.daemon_cli, smcroute.daemon, smcroute.privsep.client\n"
+        "import smcroute.privsep.mroute, smcroute.privsep.janitor\n"
+        "smcroute.daemon_cli.warm_up()\n"
+        "print('typing' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

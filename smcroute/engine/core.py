@@ -20,7 +20,6 @@ output is in the one list of operations an input returns: a warning is a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal, NamedTuple
 
 from smcroute.engine.ops import (
     AddMfc,
@@ -54,7 +53,11 @@ from smcroute.model import (
 )
 from smcroute.privsep.kernel import MAXVIFS
 from smcroute.privsep.wire import MAX_RULES
-from smcroute.records import dataclass, field
+from smcroute.records import NamedTuple, dataclass, field
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Literal
 
 IFF_UP = 0x1
 IFF_RUNNING = 0x40

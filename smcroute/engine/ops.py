@@ -14,7 +14,6 @@ the daemon's timer asks for it (see `smcroute.engine.mrdisc`).
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Literal
 
 from smcroute.model import Address, Family
 from smcroute.records import dataclass
@@ -101,7 +100,13 @@ class Log:
     text: str
 
 
-Level = Literal["err", "warning", "notice", "info", "debug"]
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Level = Literal["err", "warning", "notice", "info", "debug"]
+else:
+    Level = str
 
 
 @dataclass(frozen=True, slots=True)

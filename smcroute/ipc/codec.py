@@ -36,7 +36,6 @@ from __future__ import annotations
 # expressions at import: ~5 ms of every smcroutectl call).
 from _json import make_scanner as _make_scanner
 from collections.abc import Iterable
-from typing import Any, NamedTuple
 
 # The request side, importable alone (smcroutectl sends its show with it).
 from smcroute.ipc.request import (
@@ -51,6 +50,11 @@ from smcroute.ipc.request import (
     default_socket_path,
     encode_request,
 )
+from smcroute.records import NamedTuple  # typing's, without importing typing
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_TEXT = 1 << 30  # bytes of rendered text a client accepts in one reply
 
