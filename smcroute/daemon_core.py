@@ -43,7 +43,7 @@ from smcroute.options import Options
 from smcroute.privsep.client import HelperClient
 from smcroute.privsep.daemon_wire import Upcall
 from smcroute.privsep.janitor import Janitor
-from smcroute.privsep.wire import ProtoError
+from smcroute.privsep.wire import ProtoError, Record
 from smcroute.stats import Counts, Sampler
 
 TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
@@ -222,13 +222,16 @@ class Core:
         if not ops:
             return []
         results = [errno.EINVAL] * len(ops)
-        records, index = [], []
+        records: list[Record] = []
+        index: list[int] = []
         for i, op in enumerate(ops):
-            with contextlib.suppress(ProtoError):
+            try:
                 recs = helper_wire.records(op)
-                records += recs
-                index += [i] * len(recs)
-                results[i] = 0
+            except ProtoError:
+                continue
+            records += recs
+            index += [i] * len(recs)
+            results[i] = 0
         for i, err in zip(index, self.helper.execute(records), strict=True):
             results[i] = results[i] or err  # an op of several records: its first failure
         return results

@@ -35,14 +35,25 @@ def _addr16(addr: Address | None) -> bytes:
     return bytes(16) if addr is None else wire.pad16(addr.packed)
 
 
+# outputs -> their 32 bytes: the routes of a configuration share a few sets of
+# outputs (one lookup per route instead of a bytearray filled each time)
+_outputs_made: dict[tuple[tuple[int, int], ...], bytes] = {}
+
+
 def _outputs(ttls: tuple[tuple[int, int], ...]) -> bytes:
     """The 32 bytes of IPv4 thresholds per VIF (0: not an output)."""
+    made = _outputs_made.get(ttls)
+    if made is not None:
+        return made
     out = bytearray(MAXVIFS)
     for vif, thr in ttls:
         if not 0 <= vif < MAXVIFS or not 0 <= thr <= 255:
             raise wire.ProtoError(f"bad outbound VIF/threshold ({vif}, {thr})")
         out[vif] = max(thr, 1)  # 0 would mean "not an output"
-    return bytes(out)
+    if len(_outputs_made) >= 1024:
+        _outputs_made.clear()
+    made = _outputs_made[ttls] = bytes(out)
+    return made
 
 
 def records(op: Op) -> list[wire.Record]:
@@ -59,6 +70,10 @@ def records(op: Op) -> list[wire.Record]:
 
 def record(op: Op) -> wire.Record:
     """The wire record for `op`.  Raises ProtoError for values it cannot carry."""
+    if type(op) is AddMfc and op.family == 4:  # most of them, by far
+        source = op.source
+        src = bytes(4) if source is None else source.packed
+        return wire.AddMfc4(op.parent, src, op.group.packed, _outputs(op.ttls))
     if isinstance(op, AddVif):
         return wire.AddVif(op.family, op.vif, op.threshold, op.ifindex)
     if isinstance(op, DelVif):

@@ -208,9 +208,13 @@ class Engine:
             if r.is_template:
                 routes[route_key(r)] = r
                 continue
+            # (one dict operation for most: hashing an (S,G) hashes two
+            # ipaddress objects, each a text of its number)
             sg = r.mfc_key
-            have = routes.get(sg)
-            if have is None or have.iif == r.iif:
+            have = routes.setdefault(sg, r)
+            if have is r:
+                continue
+            if have.iif == r.iif:
                 routes[sg] = r
             else:
                 routes[route_key(r)] = r
@@ -901,8 +905,9 @@ class Engine:
         for key in [k for k in self.mfc if k not in desired]:
             ops.extend(self._write(key, None, self.mfc[key]))
         later: list[tuple[MfcKey, Mfc, Mfc | None]] = []
+        mfc = self.mfc
         for key, want in desired.items():
-            have = self.mfc.get(key)
+            have = mfc.get(key) if mfc else None  # (none at start: no lookups)
             if want == have:
                 continue
             fresh, gone = new_vifs[key[0]], removed[key[0]]
