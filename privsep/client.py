@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import os
 import select
 import socket
-import subprocess
 import sys
 import syslog
 import time
@@ -29,6 +27,7 @@ import smcroute
 
 from . import caps, daemon_wire, wire
 from .daemon_wire import Solicit, Upcall
+from .spawn import Child, SpawnError, TimeoutExpired, spawn
 from .wire import ProtoError, Record
 
 TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
@@ -71,9 +70,15 @@ def _libdirs() -> str:
     """Directories the helper needs on sys.path without site: where prctl lives."""
     dirs: list[str] = []
     for mod in ("prctl", "_prctl"):
-        spec = importlib.util.find_spec(mod)
-        if spec is not None and spec.origin:
-            d = os.path.dirname(os.path.abspath(spec.origin))
+        loaded = sys.modules.get(mod)  # both are (by caps): no search, no importlib.util
+        origin = getattr(loaded, "__file__", None)
+        if loaded is None:
+            import importlib.util
+
+            spec = importlib.util.find_spec(mod)
+            origin = spec.origin if spec is not None else None
+        if origin:
+            d = os.path.dirname(os.path.abspath(origin))
             if d not in dirs:
                 dirs.append(d)
     return os.pathsep.join(dirs)
@@ -90,9 +95,7 @@ def _stderr(level: int, text: str) -> None:
 class HelperClient:
     """A running privileged helper, seen from the daemon."""
 
-    def __init__(
-        self, proc: subprocess.Popen[bytes], sock: socket.socket, log: LogSink = _stderr
-    ) -> None:
+    def __init__(self, proc: Child, sock: socket.socket, log: LogSink = _stderr) -> None:
         self.proc = proc
         self.sock = sock
         self.log = log
@@ -288,7 +291,7 @@ class HelperClient:
             self.sock.close()
         try:
             return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
 
@@ -317,15 +320,12 @@ def start_helper(
     if hook:
         argv += ["--hook", hook]
     try:
-        proc = subprocess.Popen(
+        proc = spawn(
             [*boot_argv("smcroute.privsep.child"), *argv],
             pass_fds=pass_fds,
-            close_fds=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            preexec_fn=caps.exec_with(caps.HELPER_CAPS),
+            preexec=caps.exec_with(caps.HELPER_CAPS),
         )
-    except subprocess.SubprocessError as e:
+    except SpawnError as e:
         parent.close()
         raise OSError(f"cannot give the helper its capabilities: {e}") from None
     finally:

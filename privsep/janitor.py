@@ -48,8 +48,9 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
-    import subprocess
     from typing import IO
+
+    from .spawn import Child
 
 TITLE = "smcrouted: janitor"
 FINISH_TIMEOUT = 5.0  # s the main process waits for the janitor at exit
@@ -58,7 +59,7 @@ FINISH_TIMEOUT = 5.0  # s the main process waits for the janitor at exit
 class Janitor:
     """The running janitor, seen from the main process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    def __init__(self, proc: Child, sock: socket.socket) -> None:
         self.proc = proc
         self.sock = sock
 
@@ -81,13 +82,13 @@ class Janitor:
 
     def finish(self, timeout: float = FINISH_TIMEOUT) -> list[str]:
         """We are done (the helper has exited): let it clean up; what it removed."""
-        import subprocess
+        from .spawn import TimeoutExpired
 
         proc = self.proc
         self.sock.close()
         try:
             out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except TimeoutExpired:
             proc.kill()
             proc.wait()
             return ["did not finish in time: killed"]
@@ -103,11 +104,11 @@ def start(helper_pid: int, ctlsock: str, pidfile: str) -> Janitor:
     cannot be started (no pidfd support, for instance).
     """
     import socket
-    import subprocess
 
     from smcroute.identity import drop_parent_privileges
 
     from .client import boot_argv
+    from .spawn import PIPE, SpawnError, spawn
 
     pidfd = os.pidfd_open(helper_pid)
     argv = ["--helper-pidfd", str(pidfd), "--main-pid", str(os.getpid())]
@@ -115,17 +116,16 @@ def start(helper_pid: int, ctlsock: str, pidfile: str) -> Janitor:
     argv += ["--pidfile", os.path.abspath(pidfile) if pidfile else ""]
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        proc = subprocess.Popen(
+        proc = spawn(
             [*boot_argv("smcroute.privsep.janitor"), *argv],
             pass_fds=[pidfd],
-            close_fds=True,
             stdin=theirs.fileno(),
-            stdout=subprocess.PIPE,
+            stdout=PIPE,
             # uid 0 without a single capability, no-new-privs, securebits locked:
             # the exec'd interpreter cannot gain any back.
-            preexec_fn=lambda: drop_parent_privileges(0, os.getgid(), "root"),
+            preexec=lambda: drop_parent_privileges(0, os.getgid(), "root"),
         )
-    except subprocess.SubprocessError as e:
+    except SpawnError as e:
         ours.close()
         raise OSError(f"cannot drop the janitor's privileges: {e}") from None
     except OSError:
