@@ -9,17 +9,21 @@ routes (`startup_bench.py`'s configuration), then runs round after round
 every command once per daemon, in turn: the original's plain `show`, ours'
 plain, `-d` and `-j` (each twice in a row: right after another form, and the
 same again at once), `show` with no daemon, and `python3 -c 'import click'`
-(our floor).  Prints each command's median wall time and median CPU time
-(user + system of the client process), the ratio of the wall medians to the
-original's plain `show` (both of its runs), and the load average before and
-after.  Also, per daemon of ours, the daemon's own answer time: a request
-sent on a connected socket until the last byte of the reply (what the client
+(our floor).  With `--change`, a route is added or removed (untimed, in
+turn) before each show but the "again" ones, the original's too: every such
+show follows a change, as the "after a change" rows of `everyday_bench.py`.
+Prints each command's median wall time and median CPU time (user + system
+of the client process), the ratio of the wall medians to the original's
+plain `show` (both of its runs), and the load average before and after.
+Also, per daemon of ours, the daemon's own answer time: a request sent on a
+connected socket until the last byte of the reply (what the client
 waits for once it is ready), and the daemon's CPU time for it (its main
 process, all threads: what the load of a shared machine inflates least).
 Prints figures, asserts nothing.  Needs root.
 
     .venv/bin/python bench/show_rounds.py                          # 10,000 routes, 15 rounds
     .venv/bin/python bench/show_rounds.py --tree before=../main-before --rounds 21
+    .venv/bin/python bench/show_rounds.py --change --tree before=../main-before
 """
 
 from __future__ import annotations
@@ -100,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tree", action="append", default=[], metavar="NAME=PATH", help="another tree of ours"
     )
+    ap.add_argument(
+        "--change",
+        action="store_true",
+        help="a route added or removed (untimed) before each show that is not 'again', "
+        "as everyday_bench.py's 'after a change' rows do",
+    )
     a = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="show-rounds-"))
     tmp.chmod(0o755)  # our daemon's main process reads its modules unprivileged
@@ -140,6 +150,15 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
                      for f in forms]  # fmt: skip
             if name != "original":
                 cmds.append((f"{name} show, no daemon", [ctl, "-u", "/nonexistent/s", "show"]))
+        flip: dict[str, bool] = {}
+
+        def change(name: str) -> None:  # one route in or out, untimed
+            flip[name] = not flip.get(name, False)
+            cmd = "add" if flip[name] else "remove"
+            route = ["a1", "10.9.9.9", "225.9.9.9", "a2"]
+            subprocess.run([daemons[name][1], "-u", socks[name], cmd, *route],
+                           capture_output=True, check=False, timeout=60)  # fmt: skip
+
         py = next(iter(builds.values()))[2]
         cmds.append(("python3 -c 'import click'", [py, "-c", "import click"]))
         # A show right after another form (what the daemon must render) and the
@@ -152,6 +171,9 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
         answer_cpu: dict[str, list[float]] = {}
         for r in range(a.rounds + 1):  # one warm-up round
             for label, argv in cmds:
+                name = label.split()[0]
+                if a.change and name in socks and label.endswith("show"):
+                    change(name)
                 u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 t0 = time.perf_counter()
                 proc = subprocess.run(argv, capture_output=True, check=False)
@@ -165,6 +187,8 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
             for name in builds:
                 for detail, fmt in ((False, "text"), (True, "text"), (False, "json")):
                     for again in ("", ", again"):
+                        if a.change and not again:
+                            change(name)
                         c0 = cpu_ns([pids[name]])
                         t = answer_time(socks[name], detail, fmt)
                         c1 = cpu_ns([pids[name]])
@@ -175,7 +199,8 @@ def run(a: argparse.Namespace, builds: dict[str, tuple[str, str, str]]) -> int:
                             answer_cpu.setdefault(key, []).append((c1 - c0) / 1e9)
     loads.append(load())
     orig = statistics.median(wall["original show"] + wall["original show, again"])
-    print(f"\nshow of {a.routes:,} routes, {a.rounds} rounds, load {loads[0]} -> {loads[1]}")
+    after = ", a change before each but 'again'" if a.change else ""
+    print(f"\nshow of {a.routes:,} routes{after}, {a.rounds} rounds, load {loads[0]} -> {loads[1]}")
     print(f"{'command':40} {'wall':>9} {'CPU':>9} {'/ orig. show':>13}")
     for label, _ in cmds:
         w, c = statistics.median(wall[label]), statistics.median(cpu[label])

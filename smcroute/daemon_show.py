@@ -17,8 +17,8 @@ from smcroute.engine.core import EngineError
 from smcroute.logsetup import log
 from smcroute.netlink import NetlinkError, default_table
 from smcroute.output import render
-from smcroute.show import Counters, render_routes, routes_state
 from smcroute.show import document as show_document
+from smcroute.show_kept import KeptRoutes
 from smcroute.stats import (
     CountersView,
     add_interface_stats,
@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 class Reading(Core):
     """`show`, counters and samples."""
 
-    # The last `show routes` rendered: (its form and state, the text).  Kept
-    # only while steady samples are taken, and dropped by each (at most
-    # --sample-interval, and at once after a reload, which asks for one).
-    shown: tuple[tuple[object, ...], bytes] | None = None
+    # `show routes` kept rendered, per form (JSON?, counters?).  Kept only while
+    # steady samples are taken, and dropped by each (at most --sample-interval,
+    # and at once after a reload, which asks for one): its texts (a form's is
+    # about its show's size) and the engine objects of its last show.
+    shown: dict[tuple[bool, bool], KeptRoutes] | None = None
 
     # -- show ------------------------------------------------------------------
 
@@ -77,30 +78,30 @@ class Reading(Core):
     def show_text(self, what: str, detail: bool, fmt: str) -> bytes:
         """`show` rendered as smcroutectl prints it (the client only copies bytes).
 
-        `show routes` (all but `-j -d`) is kept once rendered (`shown`): the
-        same form asked again of the same state (`routes_state`) and, with
-        `-d`, the same counters in a dump made now, gets the same bytes without
-        rendering them again (`watch smcroutectl show`, idle routes) until the
-        next steady sample (see `shown`)."""
+        `show routes` (all but `-j -d`) is kept rendered per form (`shown`,
+        smcroute.show_kept): a show renders only the rows that changed since
+        that form's last show (none when asked again: `watch smcroutectl
+        show`), and with `-d` puts in the counters of a dump made now, until
+        the next steady sample (see `shown`)."""
         with bulk():
             if what == "routes" and not (detail and fmt == "json"):
-                counters: Counters = {}
-                now = time.monotonic()
-                counted: tuple[object, ...] = ()
+                sample = None
                 if detail:  # one dump into flat arrays: no address objects per entry
                     try:
-                        sample = self.sampler.fresh(now)
+                        sample = self.sampler.fresh(time.monotonic())
                     except (NetlinkError, OSError) as e:
                         raise EngineError(f"cannot read kernel counters: {e}") from e
-                    counters = CountersView(sample)
-                    counted = (sample.keys, sample.packets, sample.bytes)
-                form = (fmt, detail, counted, routes_state(self.engine))
-                if self.shown is not None and self.shown[0] == form:
-                    return self.shown[1]
-                self.shown = None  # the old state's objects: not kept while rendering
-                text = render_routes(self.engine, fmt, detail, counters).encode("utf-8")
+                shown = self.shown if self.shown is not None else {}
+                form = (fmt == "json", detail)
+                kept = shown.get(form) or KeptRoutes(*form)
+                try:
+                    text = kept.text(self.engine, fmt, sample)
+                except BaseException:
+                    shown.pop(form, None)  # half brought up to date: not kept
+                    raise
                 if self.sampler.interval:
-                    self.shown = (form, text)
+                    shown[form] = kept
+                    self.shown = shown
                 return text
             doc = self.show(what, detail)  # -j -d routes: with rates (smcroute.stats)
             return render(what, doc, fmt, detail=detail).encode("utf-8")
@@ -118,7 +119,7 @@ class Reading(Core):
 
     def take_sample(self, now: float) -> None:
         """The steady counter sample (rates); the metrics endpoint publishes it."""
-        self.shown = None  # its text and the objects of its state: not kept for long
+        self.shown = None  # its texts and the objects of its state: not kept for long
         was_failing = self.sampler.failed
         before = len(self.sampler.last or ())
         with bulk():

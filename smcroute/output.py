@@ -38,9 +38,11 @@ __all__ = [
     "RULE_WIDTH",
     "OutputError",
     "RouteRow",
+    "clean",
     "format_json",
     "format_show",
     "render",
+    "route_heading",
     "routes_json",
     "routes_text",
     "strip_counters",
@@ -99,6 +101,9 @@ _CONTROL = re.compile("[\x00-\x1f\x7f]")
 def _clean(text: str) -> str:
     # Never let data from the wire put control characters on a terminal.
     return _CONTROL.sub("?", text) if _CONTROL.search(text) else text
+
+
+clean = _clean
 
 
 def _opt_str(value: Any, what: str) -> str | None:
@@ -209,6 +214,13 @@ def _routes(data: Any, out: _Out, detail: bool) -> None:
             _route_heading(out, title, pad, detail)
             out.lines += [line.rstrip() for line in lines[i : i + len(table)]]
             i += len(table)
+
+
+def route_heading(title: str, pad: int, detail: bool, plain: bool, headings: bool) -> str:
+    """The lines before a route table's rows (none without `headings`)."""
+    out = _Out(plain, headings)
+    _route_heading(out, title, pad, detail)
+    return out.text()
 
 
 def _route_heading(out: _Out, title: str, pad: int, detail: bool) -> None:

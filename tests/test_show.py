@@ -178,7 +178,7 @@ def test_routes_text_is_format_show(
         assert got == want
 
 
-# --- the daemon keeps the last show routes it rendered (smcroute.daemon_show) ---------
+# --- the daemon keeps show routes rendered (smcroute.daemon_show, smcroute.show_kept) ---
 
 
 @pytest.fixture
@@ -235,10 +235,15 @@ def test_the_last_show_is_kept_until_the_routes_change(
     d = shown_daemon
     first = d.show_text("routes", False, fmt)
     assert first == render_routes(d.engine, fmt, False, {}).encode()
-    assert d.show_text("routes", False, fmt) is first  # kept: not rendered again
+    assert d.shown is not None
+    kept = d.shown[(fmt == "json", False)]
+    rendered = kept.rendered
+    assert d.show_text("routes", False, fmt) == first
+    assert kept.rendered == rendered  # kept: no row rendered again
     other = "json" if fmt != "json" else "text"
     assert d.show_text("routes", False, other) == render_routes(d.engine, other, False, {}).encode()
-    assert d.show_text("routes", False, fmt) == first  # one kept at a time: made again
+    assert d.show_text("routes", False, fmt) == first  # each form kept
+    assert kept.rendered == rendered
     CHANGES[change](d)
     now = d.show_text("routes", False, fmt)
     assert now != first
@@ -253,7 +258,7 @@ def test_the_last_show_d_is_kept_while_the_counters_stay(
     monkeypatch.setattr(d.sampler, "fresh", lambda now, names=None: sample_of(counters))
     first = d.show_text("routes", True, "text")
     assert first == render_routes(d.engine, "text", True, counters).encode()
-    assert d.show_text("routes", True, "text") is first  # a dump with the same counters
+    assert d.show_text("routes", True, "text") == first  # a dump with the same counters
     assert d.show_text("routes", False, "text") != first  # without counters: another form
     assert d.show_text("routes", True, "text") == first
     counters[next(iter(counters))] = (7, 700)  # one counter moved
