@@ -175,18 +175,11 @@ def routes(engine: Engine, detail: bool, counters: Counters) -> Any:
     return {"routes": out}
 
 
-def routes_state(engine: Engine) -> tuple[Any, ...]:
-    """Everything `route_rows` reads of the engine, as lists of its (immutable)
-    objects: two states that compare equal render the same rows, given the
-    same counters.  Compares in C, by identity first (~1 ms at 10,000 routes,
-    a show's rendering ~30-50 ms); holds the objects alive while it is kept."""
-    names = [(fam, v.vif, v.name) for fam, vifs in engine.vifs.items() for v in vifs.values()]
-    return list(engine.routes.values()), list(engine.mfc), list(engine.mfc.values()), names
-
-
 def render_routes(engine: Engine, fmt: str, detail: bool, counters: Counters) -> str:
     """`show routes` as smcroutectl prints it (see `smcroute.output.render`), from
-    the rows directly: the same bytes as rendering the document, much sooner."""
+    the rows directly: the same bytes as rendering the document, much sooner.
+    (The daemon keeps its shows rendered, smcroute.show_kept; its tests hold
+    them to this.)"""
     tables, ifs = route_rows(engine, detail, counters)
     if fmt == "json":
         return routes_json(tables, ifs, detail=detail)
