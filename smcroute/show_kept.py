@@ -31,7 +31,7 @@ from typing import Any
 from smcroute.engine.core import Engine, Mfc
 from smcroute.model import Address, MRoute
 from smcroute.output import COUNTER_WIDTH, FIRST_COL, MIN_IIF, ROUTE_TABLES, clean, route_heading
-from smcroute.stats import Sample, key64
+from smcroute.stats import Sample, _key  # _key: key64 of an (S,G), IPv4 inline
 
 _DECIMAL = [str(i) for i in range(256)]
 _I6, _I8, _I10 = " " * 6, " " * 8, " " * 10
@@ -51,13 +51,6 @@ def _text(addr: Address) -> str:
 def _prefix(addr: Address, length: int) -> str:
     t = _text(addr)
     return t if length == (32 if type(addr) is IPv4Address else 128) else f"{t}/{length}"
-
-
-def _key(family: int, source: Any, group: Any) -> int:
-    """The counters' key of an (S,G) (smcroute.stats.key64, IPv4 inline)."""
-    if family == 4 and type(group) is IPv4Address:
-        return ((0 if source is None else source._ip) << 28) | (group._ip & 0x0FFFFFFF)  # type: ignore[attr-defined,no-any-return]
-    return key64(family, source, group)
 
 
 def _same(*lists: tuple[Sequence[Any], Sequence[Any]]) -> tuple[int, int]:
@@ -210,7 +203,7 @@ class KeptRoutes:
                     f"{o}{d[i >> 24]}.{d[i >> 16 & 255]}.{d[i >> 8 & 255]}.{d[i & 255]}{m}"
                     f"{d[j >> 24]}.{d[j >> 16 & 255]}.{d[j >> 8 & 255]}.{d[j & 255]}{c}"
                 )
-                key = (i << 28) | (j & 0x0FFFFFFF)
+                key = (i << 28) | (j & 0x0FFFFFFF)  # smcroute.stats.key64, inline
             else:
                 text = row(f, None if src is None else _text(src), _text(grp))
                 key = _key(fam, src, grp)

@@ -396,39 +396,56 @@ def _batch_struct(family: int, length: int) -> struct.Struct | None:
 
 def _batch_mfc(family: int, table: int, cols: Columns) -> Callable[[bytes, int], bool]:
     """Takes a buffer of nothing but entries of `table` in one layout (the usual
-    case: the same number of OIFs) at C speed: one unpack for all of them."""
+    case: the same number of OIFs) at C speed: each field a strided view of
+    the whole buffer (no Python object per entry but the keys)."""
     keys, packets, nbytes, wrong, idle = cols
     heads = _ATTR_HEADS[family]
+    alen = 4 if family == 4 else 16
+    lo, hi = (0, 1) if sys.byteorder == "little" else (1, 0)  # the 32-bit halves of a u64
 
     def take(data: bytes, seq: int) -> bool:
         if len(data) < 16:
             return False
         length = _U32.unpack_from(data, 0)[0]
         st = _batch_struct(family, length)
-        if st is None or len(data) % st.size:
+        if st is None or len(data) % st.size or length % 4:
             return False
-        c = list(zip(*st.iter_unpack(data), strict=True))
+        n, step = len(data) // st.size, st.size // 4
+        words = memoryview(data).cast("I")
+
+        def col(off: int) -> memoryview:  # the 32-bit field at `off` of every message
+            return words[off // 4 :: step]
+
+        def u64(off: int) -> bytearray:  # the 64-bit field at `off`, as host-order bytes
+            raw = bytearray(8 * n)
+            halves = memoryview(raw).cast("I")
+            halves[lo::2], halves[hi::2] = col(off), col(off + 4)
+            return raw
+
+        def all_are(off: int, value: int) -> bool:
+            return col(off).tobytes() == _U32.pack(value) * n
+
+        fixed = [(0, length), (8, seq), (32, table), (28, heads[0]), (36, heads[1])]
+        fixed += [(40 + alen, heads[2]), (length - 40, heads[3]), (length - 12, heads[4])]
         if (
-            {length} != set(c[0])
-            or {RTM_NEWROUTE} != set(c[1])
-            or {seq} != set(c[2])
-            or any(f & RTNH_F_UNRESOLVED for f in set(c[3]))
-            or {table} != set(c[5])
-            or any({h} != set(c[i]) for h, i in zip(heads, (4, 6, 8, 10, 14), strict=True))
+            not all(all_are(off, v) for off, v in fixed)
+            or set(memoryview(data).cast("H")[2 :: 2 * step].tolist()) != {RTM_NEWROUTE}
+            or any(f & RTNH_F_UNRESOLVED for f in set(col(24).tolist()))
         ):
             return False  # message by message, as the kernel wrote them
         if family == 4:
-            src, grp = array("I", c[7]), array("I", c[9])
+            src, grp = array("I", col(40).tobytes()), array("I", col(48).tobytes())
             if sys.byteorder == "little":
                 src.byteswap()  # network order: the same keys as key64
                 grp.byteswap()
             keys.extend([(s << 28) | (g & _G28) for s, g in zip(src, grp, strict=True)])
         else:
-            keys.extend([_raw_key(6, s, g) for s, g in zip(c[7], c[9], strict=True)])
-        packets.extend(c[11])
-        nbytes.extend(c[12])
-        wrong.extend(c[13])
-        idle.extend([t / USER_HZ for t in c[15]])
+            at = range(0, len(data), st.size)
+            keys.extend([_raw_key(6, data[o + 40 : o + 56], data[o + 60 : o + 76]) for o in at])
+        packets.frombytes(u64(length - 36))
+        nbytes.frombytes(u64(length - 28))
+        wrong.frombytes(u64(length - 20))
+        idle.extend([t / USER_HZ for t in array("Q", u64(length - 8))])
         return True
 
     return take
