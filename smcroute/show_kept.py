@@ -282,48 +282,74 @@ class KeptRoutes:
         """The show in `fmt` ("text", "ansi", "rows"; "json" for a JSON form),
         with `sample`'s counters (the form with counters needs one)."""
         self.update(engine)
+        bodies = [table.text for table in self.tables]
+        if self.detail:
+            assert sample is not None
+            bodies = self._filled(engine, sample)
         parts: list[Any] = []
         if self.json:
-            for i, ((key, _title), table) in enumerate(zip(ROUTE_TABLES, self.tables, strict=True)):
+            for i, ((key, _title), body) in enumerate(zip(ROUTE_TABLES, bodies, strict=True)):
                 sep = ",\n" if i else ""
-                if not table.text:
+                if not body:
                     parts.append(f'{sep}    "{key}": []'.encode())
                     continue
                 parts.append(f'{sep}    "{key}": [\n'.encode())
-                parts.append(memoryview(table.text)[:-2])  # its last row's ",\n"
+                parts.append(memoryview(body)[:-2])  # its last row's ",\n"
                 parts.append(b"\n    ]")
             parts = [b'{\n  "routes": {\n', *parts, b"\n  }\n}\n"]
         else:
             plain, headings = fmt != "ansi", fmt != "rows"
-            for (_key, title), table in zip(ROUTE_TABLES, self.tables, strict=True):
-                if table.text:
+            for (_key, title), body in zip(ROUTE_TABLES, bodies, strict=True):
+                if body:
                     head = route_heading(title, self.pad, self.detail, plain, headings)
-                    parts.append(head.replace("%", "%%") if self.detail else head)
-                    parts.append(table.text)
-            parts = [p.encode("utf-8") if isinstance(p, str) else p for p in parts]
-        whole = b"".join(parts)
-        if not self.detail:
-            return whole
-        assert sample is not None
-        return whole % tuple(self._counters(engine, sample))
+                    parts.append(head.encode("utf-8"))
+                    parts.append(body)
+        return b"".join(parts)
 
-    def _counters(self, engine: Engine, sample: Sample) -> list[int]:
-        """packets, bytes, packets, bytes... of every row, in the order of the text."""
+    def _filled(self, engine: Engine, sample: Sample) -> list[bytes]:
+        """Each table's rows with the counters of `sample`: a row's entry's in the
+        dump (zeros for one it lacks), a template's the sums of its learned
+        entries'.  Rules whose entries the dump has in their own order (the
+        usual case: the kernel dumps its entries in the order they came) take
+        its columns as they are; rules printed as their kernel rows are
+        (`smcroute.output`: the same text) are filled once for both tables."""
         asm, ssm, kernel = self.tables
-        n = len(sample.keys)
-        where = dict(zip(sample.keys, range(n), strict=True))
-        at = list(map(where.get, ssm.keys + kernel.keys, repeat(n)))
+        keys = sample.keys
         packets, nbytes = sample.packets.tolist(), sample.bytes.tolist()
-        packets.append(0)  # a row the dump lacks: zeros
-        nbytes.append(0)
-        pk, by = _pick(at, packets), _pick(at, nbytes)
+        where: dict[int, int] = {}  # key -> index in the dump, made when needed
+        padded: list[list[int]] = []  # packets and bytes with a zero at the end (a miss)
+
+        def lookup() -> tuple[dict[int, int], list[int], list[int]]:
+            if not padded:
+                where.update(zip(keys, range(len(keys)), strict=True))
+                padded.extend(([*packets, 0], [*nbytes, 0]))
+            return where, padded[0], padded[1]
+
+        def counters(table: _Table) -> tuple[list[int], list[int]]:
+            if table.keys == keys:
+                return packets, nbytes
+            where, pk, by = lookup()
+            at = list(map(where.get, table.keys, repeat(len(keys))))
+            return _pick(at, pk), _pick(at, by)
+
+        def filled(table: _Table, pk: list[int], by: list[int]) -> bytes:
+            if not table.lens:
+                return b""
+            values = [0] * (2 * len(pk))
+            values[::2], values[1::2] = pk, by
+            return table.text % tuple(values)
+
+        k_pk, k_by = counters(kernel)
+        in_kernel = filled(kernel, k_pk, k_by)
+        if ssm.keys == kernel.keys:
+            rules = in_kernel if ssm.text == kernel.text else filled(ssm, k_pk, k_by)
+        else:
+            rules = filled(ssm, *counters(ssm))
+        templates = b""
         if asm.lens:
-            sums = _template_counters(engine, where, packets, nbytes)
-            pk = [p for p, _b in sums] + pk
-            by = [b for _p, b in sums] + by
-        out = [0] * (2 * len(pk))
-        out[::2], out[1::2] = pk, by
-        return out
+            sums = _template_counters(engine, *lookup())
+            templates = filled(asm, [p for p, _b in sums], [b for _p, b in sums])
+        return [templates, rules, in_kernel]
 
 
 def _iifs(keys: list[Any], entries: list[Mfc], names: Any) -> Counter[str]:

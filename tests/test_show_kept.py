@@ -140,3 +140,27 @@ def test_counters_are_the_dumps_of_this_show() -> None:
     got = k.text(e, "text", sample_of({key: (123456789, 987654321)})).decode()
     assert "(*, 225.3.3.0/24)" in got and "123456789  987654321" in got
     assert got.count(" 123456789 ") == 2  # its kernel row and its template's row
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_counters_of_a_dump_in_the_kernels_order_or_not(fmt: str) -> None:
+    """Rules whose kernel entries print as their rows (the same text) and a dump
+    in the entries' own order (the kernel's usual one): the dump's columns as
+    they are, filled once for both tables; in any other order, or with an
+    entry the dump lacks or one more, each row still gets its own counters."""
+    e = Engine()
+    e.set_links(links("a1", "a2", "a3"))
+    e.load_config(
+        Config(routes=[route("a1", f"10.0.0.{i}", f"225.1.1.{i}", "a2", "a3") for i in range(9)])
+    )
+    k = KeptRoutes(fmt == "json", True)
+    keys = list(e.mfc)
+    extra = (4, A("10.9.9.9"), A("225.9.9.9"))  # an entry of the kernel's none of ours
+    for order in (keys, keys[::-1], keys[2:], [*keys, extra], [keys[3], *keys[:3], *keys[4:]]):
+        counters = {key: (i + 1, 1000 * (i + 1)) for i, key in enumerate(order)}
+        got = k.text(e, fmt, sample_of(counters))
+        assert got == render_routes(e, fmt, True, counters).encode()
+        assert b"10.0.0.8" in got and (b"1000" in got if keys[0] in order else True)
+    e.add_route(route("a2", "10.0.1.1", "225.1.1.1", "a1"))  # a rule of its own pair
+    counters = {key: (7, 7000 + i) for i, key in enumerate(e.mfc)}
+    assert k.text(e, fmt, sample_of(counters)) == render_routes(e, fmt, True, counters).encode()
