@@ -203,7 +203,7 @@ class KeptRoutes:
                     f"{o}{d[i >> 24]}.{d[i >> 16 & 255]}.{d[i >> 8 & 255]}.{d[i & 255]}{m}"
                     f"{d[j >> 24]}.{d[j >> 16 & 255]}.{d[j >> 8 & 255]}.{d[j & 255]}{c}"
                 )
-                key = (i << 28) | (j & 0x0FFFFFFF)  # smcroute.stats.key64, inline
+                key = ((j & 0x0FFFFFFF) << 32) | i  # smcroute.stats.key64, inline
             else:
                 text = row(f, None if src is None else _text(src), _text(grp))
                 key = _key(fam, src, grp)

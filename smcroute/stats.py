@@ -12,9 +12,10 @@ template `learned` and summed counters; per interface packets and bytes in and
 out).
 
 Memory: a sample is a handful of flat arrays sorted by a 64-bit key per
-kernel entry (IPv4: the exact (S,G) packed into 60 bits; IPv6: a keyed
-BLAKE2b of the pair, top bit set) -- 44 bytes per entry, no Python object per
-entry.  Must not: change kernel state, make routing decisions, or import
+kernel entry (IPv4: the exact (S,G) packed into 60 bits, the group's last
+28 bits above the source's 32: whole bytes, made from the dump's columns;
+IPv6: a keyed BLAKE2b of the pair, top bit set) -- 44 bytes per entry, no
+Python object per entry.  Must not: change kernel state, make routing decisions, or import
 anything heavy (the metrics endpoint is `smcroute.metrics`).
 """
 
@@ -71,6 +72,7 @@ _I32 = struct.Struct("=i")
 _IFINFO = struct.Struct("=BxHiII")
 _V6_BIT = 1 << 63
 _G28 = 0x0FFFFFFF
+_LOW_NIBBLE = bytes(b & 0x0F for b in range(256))
 _ZERO16 = bytes(16)
 _KEY = os.urandom(16)  # IPv6 keys are keyed hashes: no crafted collisions
 
@@ -78,7 +80,7 @@ _KEY = os.urandom(16)  # IPv6 keys are keyed hashes: no crafted collisions
 def key64(family: int, source: Address | None, group: Address) -> int:
     """The sample key of a kernel entry (source None: a (*,G) entry)."""
     if family == 4:
-        return ((int(source) if source is not None else 0) << 28) | (int(group) & _G28)
+        return ((int(group) & _G28) << 32) | (int(source) if source is not None else 0)
     raw = (source.packed if source is not None else _ZERO16) + group.packed
     return int.from_bytes(blake2b(raw, digest_size=8, key=_KEY).digest()) | _V6_BIT
 
@@ -87,13 +89,13 @@ def _key(family: int, source: Any, group: Any) -> int:
     """key64 for many lookups: IPv4 from the addresses' ints as ipaddress
     stores them (int() is a Python-level call)."""
     if family == 4 and type(group) is IPv4Address:
-        return ((0 if source is None else source._ip) << 28) | (group._ip & _G28)  # type: ignore[attr-defined,no-any-return]
+        return ((group._ip & _G28) << 32) | (0 if source is None else source._ip)  # type: ignore[attr-defined,no-any-return]
     return key64(family, source, group)
 
 
 def _raw_key(family: int, src: bytes, grp: bytes) -> int:
     if family == 4:
-        return (int.from_bytes(src) << 28) | (int.from_bytes(grp) & _G28)
+        return ((int.from_bytes(grp) & _G28) << 32) | int.from_bytes(src)
     return int.from_bytes(blake2b(src + grp, digest_size=8, key=_KEY).digest()) | _V6_BIT
 
 
@@ -224,7 +226,7 @@ class CountersView(Mapping[tuple[int, object, object], tuple[int, int]]):
         for family, source, group in keys:
             if family == 4 and type(group) is IPv4Address:  # _key, inline
                 s = 0 if source is None else source._ip
-                i = where.get((s << 28) | (group._ip & _G28))  # type: ignore[attr-defined]
+                i = where.get(((group._ip & _G28) << 32) | s)  # type: ignore[attr-defined]
             else:
                 i = where.get(key64(family, source, group))
             out.append(no if i is None else (pk[i], by[i]))
@@ -322,7 +324,7 @@ def parse_mfc_fast(
     if ml != 28 or mt != RTA_MFC_STATS:
         return True
     if family == 4:
-        return (int.from_bytes(src) << 28) | (int.from_bytes(grp) & _G28), pk, by, wr, idle
+        return ((int.from_bytes(grp) & _G28) << 32) | int.from_bytes(src), pk, by, wr, idle
     return _raw_key(6, src, grp), pk, by, wr, idle
 
 
@@ -433,12 +435,17 @@ def _batch_mfc(family: int, table: int, cols: Columns) -> Callable[[bytes, int],
             or any(f & RTNH_F_UNRESOLVED for f in set(col(24).tolist()))
         ):
             return False  # message by message, as the kernel wrote them
-        if family == 4:
-            src, grp = array("I", col(40).tobytes()), array("I", col(48).tobytes())
+        if family == 4:  # key64: the group's last 28 bits, then the source (host order)
+            src, grp = array("I", col(40).tobytes()), bytearray(col(48).tobytes())
+            grp[0::4] = grp[0::4].translate(_LOW_NIBBLE)  # network order: its first 4 bits
+            group = array("I", grp)
             if sys.byteorder == "little":
-                src.byteswap()  # network order: the same keys as key64
-                grp.byteswap()
-            keys.extend([(s << 28) | (g & _G28) for s, g in zip(src, grp, strict=True)])
+                src.byteswap()
+                group.byteswap()
+            raw = bytearray(8 * n)
+            halves = memoryview(raw).cast("I")
+            halves[lo::2], halves[hi::2] = src, group
+            keys.frombytes(raw)
         else:
             at = range(0, len(data), st.size)
             keys.extend([_raw_key(6, data[o + 40 : o + 56], data[o + 60 : o + 76]) for o in at])
