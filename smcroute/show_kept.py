@@ -26,12 +26,15 @@ from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address
 from itertools import repeat
 from operator import attrgetter, itemgetter
-from typing import Any
 
 from smcroute.engine.core import Engine, Mfc
 from smcroute.model import Address, MRoute
 from smcroute.output import COUNTER_WIDTH, FIRST_COL, MIN_IIF, ROUTE_TABLES, clean, route_heading
 from smcroute.stats import Sample, _key  # _key: key64 of an (S,G), IPv4 inline
+
+TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
+if TYPE_CHECKING:
+    from typing import Any
 
 _DECIMAL = [str(i) for i in range(256)]
 _I6, _I8, _I10 = " " * 6, " " * 8, " " * 10
