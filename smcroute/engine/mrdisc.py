@@ -13,12 +13,14 @@ heard on an announcing interface is answered at once, at most once per
 listens on to hear them are `LISTEN`.
 
 Must not: read the clock (`now` is an argument), send, or log; randomness
-comes from an injectable `random.Random` so tests can fix it.
+comes from an injectable `random.Random` so tests can fix it (by default
+`_random.Random`, its C base: `random` costs the daemon's start ~2 ms of
+imports, `hashlib`'s SHA-512 and `bisect` among them, for two draws).
 """
 
 from __future__ import annotations
 
-import random
+from _random import Random
 from collections.abc import Iterable
 from ipaddress import ip_address
 
@@ -45,11 +47,16 @@ class _Timer:
     solicited: float = -1e18  # when a Solicitation was last answered
 
 
+def _uniform(rng: Random, a: float, b: float) -> float:
+    """`random.Random.uniform`, spelt as it is there (the same draws)."""
+    return a + (b - a) * rng.random()
+
+
 class Schedule:
     """The advertisement timers of every announcing interface."""
 
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self.rng = rng or random.Random()
+    def __init__(self, rng: Random | None = None) -> None:
+        self.rng = rng or Random()  # seeded from os.urandom
         self.timers: dict[Key, _Timer] = {}
 
     def update(self, announcers: Iterable[Announce], now: float) -> None:
@@ -74,11 +81,11 @@ class Schedule:
             out.append(timer.op)
             if timer.initial_left > 1:
                 timer.initial_left -= 1
-                timer.due = now + self.rng.uniform(MIN_INITIAL_GAP, MAX_INITIAL_GAP)
+                timer.due = now + _uniform(self.rng, MIN_INITIAL_GAP, MAX_INITIAL_GAP)
             else:
                 timer.initial_left = 0
                 ival = timer.op.interval
-                timer.due = now + ival + self.rng.uniform(-JITTER * ival, JITTER * ival)
+                timer.due = now + ival + _uniform(self.rng, -JITTER * ival, JITTER * ival)
         return out
 
     def solicited(self, key: Key, now: float) -> Announce | None:
