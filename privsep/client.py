@@ -207,6 +207,29 @@ class HelperClient:
         return self._seq
 
     # --- API -------------------------------------------------------------------
+    def started(self) -> None:
+        """After `start_helper(wait=False)`: wait until the helper has exec'd and
+        check that it holds exactly `caps.HELPER_CAPS`.  Raises OSError (the
+        helper is then gone and this client closed)."""
+        try:
+            self.proc.exec_done()
+        except (OSError, SpawnError) as e:
+            self.sock.close()
+            self._mark_gone("privileged helper did not start")
+            if isinstance(e, SpawnError):
+                raise OSError(f"cannot give the helper its capabilities: {e}") from None
+            raise
+        try:  # it has exec'd by now
+            for warning in caps.check_child(self.proc.pid, caps.HELPER_CAPS):
+                self.log(syslog.LOG_NOTICE, warning)
+        except (OSError, caps.PrivilegeError) as e:
+            self.proc.kill()
+            self.proc.wait()
+            self.sock.close()
+            self._mark_gone("privileged helper did not start")
+            raise OSError(f"cannot drop the helper's privileges: {e}") from None
+        self.sock.setblocking(True)
+
     def execute(self, records: Sequence[Record], timeout: float = DEFAULT_TIMEOUT) -> list[int]:
         """Run `records` in the helper; one errno per record (0 = done), in order.
 
@@ -302,10 +325,13 @@ def start_helper(
     *,
     hook: str | None = None,
     log: LogSink = _stderr,
+    wait: bool = True,
 ) -> HelperClient:
     """Spawn the privileged helper with the mroute sockets and exactly
     `caps.HELPER_CAPS`; close our copies.  Must be called as root; raises
-    OSError if it cannot be started with those capabilities."""
+    OSError if it cannot be started with those capabilities.  With
+    `wait=False` it returns once forked, and `HelperClient.started()` (to be
+    called before anything else) waits for the exec and checks it."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for end in (parent, child):
         for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -324,22 +350,17 @@ def start_helper(
             [*boot_argv("smcroute.privsep.child"), *argv],
             pass_fds=pass_fds,
             preexec=caps.exec_with(caps.HELPER_CAPS),
+            wait=False,
         )
-    except SpawnError as e:
+    except OSError:
         parent.close()
-        raise OSError(f"cannot give the helper its capabilities: {e}") from None
+        raise
     finally:
         child.close()
         for mr in (v4, v6):
             if mr is not None:
                 mr.close()
-    try:  # it has exec'd by now
-        for warning in caps.check_child(proc.pid, caps.HELPER_CAPS):
-            log(syslog.LOG_NOTICE, warning)
-    except (OSError, caps.PrivilegeError) as e:
-        proc.kill()
-        proc.wait()
-        parent.close()
-        raise OSError(f"cannot drop the helper's privileges: {e}") from None
-    parent.setblocking(True)
-    return HelperClient(proc, parent, log)
+    helper = HelperClient(proc, parent, log)
+    if wait:
+        helper.started()
+    return helper

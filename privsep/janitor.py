@@ -67,6 +67,29 @@ class Janitor:
     def pid(self) -> int:
         return self.proc.pid
 
+    def started(self) -> None:
+        """After `start(wait=False)`: wait until it has exec'd.  Raises OSError
+        (it is then gone)."""
+        from .spawn import SpawnError
+
+        try:
+            self.proc.exec_done()
+        except (OSError, SpawnError) as e:
+            self.sock.close()
+            if isinstance(e, SpawnError):
+                raise OSError(f"cannot drop the janitor's privileges: {e}") from None
+            raise
+
+    def discard(self) -> None:
+        """The daemon does not start after all: end it before it does anything
+        (it acts only once our end of its stdin is closed)."""
+        self.proc.kill()
+        self.proc.wait()
+        self.sock.close()
+        if self.proc.stdout is not None:
+            os.close(self.proc.stdout)
+            self.proc.stdout = None
+
     def write_pidfile(self, timeout: float = FINISH_TIMEOUT) -> int:
         """Have our pid written into the PID file (touched later on); an errno."""
         try:
@@ -97,18 +120,19 @@ class Janitor:
         return [line for line in out.decode(errors="replace").splitlines() if line]
 
 
-def start(helper_pid: int, ctlsock: str, pidfile: str) -> Janitor:
+def start(helper_pid: int, ctlsock: str, pidfile: str, *, wait: bool = True) -> Janitor:
     """Spawn the janitor for this (main) process and the helper `helper_pid`.
 
     Must be called as root, before the privilege drop.  Raises OSError when it
-    cannot be started (no pidfd support, for instance).
+    cannot be started (no pidfd support, for instance).  With `wait=False` it
+    returns once forked, and `Janitor.started()` waits for the exec.
     """
     import socket
 
     from smcroute.identity import drop_parent_privileges
 
     from .client import boot_argv
-    from .spawn import PIPE, SpawnError, spawn
+    from .spawn import PIPE, spawn
 
     pidfd = os.pidfd_open(helper_pid)
     argv = ["--helper-pidfd", str(pidfd), "--main-pid", str(os.getpid())]
@@ -124,17 +148,18 @@ def start(helper_pid: int, ctlsock: str, pidfile: str) -> Janitor:
             # uid 0 without a single capability, no-new-privs, securebits locked:
             # the exec'd interpreter cannot gain any back.
             preexec=lambda: drop_parent_privileges(0, os.getgid(), "root"),
+            wait=False,
         )
-    except SpawnError as e:
-        ours.close()
-        raise OSError(f"cannot drop the janitor's privileges: {e}") from None
     except OSError:
         ours.close()
         raise
     finally:
         os.close(pidfd)
         theirs.close()
-    return Janitor(proc, ours)
+    janitor = Janitor(proc, ours)
+    if wait:
+        janitor.started()
+    return janitor
 
 
 # --- the janitor process ----------------------------------------------------------

@@ -6,7 +6,10 @@ descriptor closed, SIGPIPE back to its default, a function run in the child
 before exec, and exec failures raised in the parent) and `Child` (`pid`,
 `poll`, `wait`, `kill`, `communicate`, `returncode`).  `subprocess` itself
 costs smcrouted's start ~4 ms of CPU in imports (`threading`, `locale`,
-`selectors`, ...) for two programs started once.
+`selectors`, ...) for two programs started once.  Unlike `subprocess`, the
+caller may learn whether the exec succeeded later (`wait=False`, then
+`Child.exec_done`): the main process imports its modules meanwhile, instead
+of waiting ~5 ms per program for the child's preparation and exec.
 
 Must not: run anything but the given argv, or leave a descriptor to the
 child that it was not given.
@@ -41,10 +44,36 @@ class TimeoutExpired(Exception):  # (subprocess' name)
 class Child:
     """A started program."""
 
-    def __init__(self, pid: int, stdout: int | None) -> None:
+    def __init__(self, pid: int, stdout: int | None, report: int, argv0: str) -> None:
         self.pid = pid
         self.stdout = stdout  # our end of its stdout pipe, if any
         self.returncode: int | None = None
+        self._report = report  # end of file once it has exec'd; else why not
+        self._argv0 = argv0
+
+    def exec_done(self) -> None:
+        """Wait until it has exec'd.  Raises OSError as the exec failed,
+        SpawnError if the function run before it raised (it has exited)."""
+        if self._report < 0:
+            return
+        report = b""
+        try:
+            while chunk := os.read(self._report, 64):
+                report += chunk
+        finally:
+            os.close(self._report)
+            self._report = -1
+        if not report:
+            return
+        self.wait()
+        if self.stdout is not None:
+            os.close(self.stdout)
+            self.stdout = None
+        stage, _, number = report.partition(b":")
+        code = int(number or 0)
+        if stage == b"exec":
+            raise OSError(code, os.strerror(code), self._argv0)
+        raise SpawnError(_PREEXEC_FAILED)
 
     def poll(self) -> int | None:
         """Its exit status (negative: killed by that signal) once it has exited."""
@@ -116,12 +145,13 @@ def spawn(
     stdin: int = DEVNULL,
     stdout: int = DEVNULL,
     preexec: Callable[[], object] | None = None,
+    wait: bool = True,
 ) -> Child:
     """Fork, and exec `argv` in the child with `stdin` and `stdout` (DEVNULL, a
     descriptor, or PIPE for stdout), stderr as ours, `pass_fds` kept open and
     every other descriptor closed, after `preexec()`.  Returns once the child
-    has exec'd.  Raises OSError as the exec failed, SpawnError if `preexec`
-    raised."""
+    has exec'd (with `wait=False` at once: see `Child.exec_done`).  Raises
+    OSError as the exec failed, SpawnError if `preexec` raised."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     out_r = out_w = -1
     if stdout == PIPE:
@@ -161,20 +191,7 @@ def spawn(
     os.close(err_w)
     if out_w >= 0:
         os.close(out_w)
-    try:
-        report = b""
-        while chunk := os.read(err_r, 64):  # end of file: it has exec'd
-            report += chunk
-    finally:
-        os.close(err_r)
-    child = Child(pid, out_r if out_r >= 0 else None)
-    if report:
-        child.wait()
-        if out_r >= 0:
-            os.close(out_r)
-        stage, _, number = report.partition(b":")
-        code = int(number or 0)
-        if stage == b"exec":
-            raise OSError(code, os.strerror(code), argv[0])
-        raise SpawnError(_PREEXEC_FAILED)
+    child = Child(pid, out_r if out_r >= 0 else None, err_r, argv[0])
+    if wait:
+        child.exec_done()
     return child

@@ -27,6 +27,8 @@ TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcrou
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 
+    from smcroute.privsep.janitor import Janitor
+
 EX_OK = 0
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -334,11 +336,20 @@ def warm_up() -> None:
     json.loads(json.dumps({"x": [1, None, "y"]}))
 
 
+def _no_helper(e: OSError, sockpath: str, janitor: Janitor | None) -> int:
+    """The helper could not be started: nothing runs, nothing is left."""
+    if janitor is not None:
+        janitor.discard()
+    log.error(f"cannot start the privileged helper: {e}")
+    with contextlib.suppress(OSError):
+        os.unlink(sockpath)
+    return EX_OSERR
+
+
 def run(o: Options) -> int:
     from smcroute.identity import drop_parent_privileges
     from smcroute.privsep.caps import PrivilegeError
     from smcroute.privsep.client import start_helper
-    from smcroute.privsep.janitor import Janitor
     from smcroute.privsep.janitor import start as start_janitor
     from smcroute.privsep.mroute import MrouteError, open_mroute
 
@@ -378,13 +389,34 @@ def run(o: Options) -> int:
         msg = e.strerror if e.strerror else str(e)
         log.error(f"cannot create control socket {o.sockpath}: {msg}")
         return EX_UNAVAILABLE if "answers" in str(e) else EX_OSERR
+    # The helper and the janitor are forked, and exec their interpreters
+    # (on the other core) while this process imports the daemon's modules
+    # (before the privilege drop); only then is it checked that they started,
+    # and everything is reported in the order it always was.
     try:
-        helper = start_helper(v4, v6, hook=o.hook, log=logsetup.from_helper)
+        helper = start_helper(v4, v6, hook=o.hook, log=logsetup.from_helper, wait=False)
     except OSError as e:
-        log.error(f"cannot start the privileged helper: {e}")
-        with contextlib.suppress(OSError):
-            os.unlink(o.sockpath)
-        return EX_OSERR
+        return _no_helper(e, o.sockpath, None)
+    janitor: Janitor | None = None
+    try:
+        janitor = start_janitor(helper.pid, o.sockpath, o.pidfile, wait=False)
+        no_janitor = None
+    except OSError as e:
+        no_janitor = e
+    try:
+        from smcroute.daemon import Daemon
+    except BaseException:  # (a broken installation) what the `finally` below does
+        helper.close()
+        if janitor is not None:
+            with contextlib.suppress(OSError):
+                janitor.started()
+                for line in janitor.finish():
+                    logsetup.notice(f"janitor: {line}")
+        raise
+    try:
+        helper.started()
+    except OSError as e:
+        return _no_helper(e, o.sockpath, janitor)
     metrics = None
     if o.metrics:
         try:
@@ -394,21 +426,25 @@ def run(o: Options) -> int:
         except ImportError as e:
             log.error(f"--metrics needs prometheus_client ({e}): pip install 'smcroute[metrics]'")
             helper.close()
+            if janitor is not None:
+                janitor.discard()
             return EX_UNAVAILABLE
         except OSError as e:
             log.error(f"cannot serve metrics on {o.metrics}: {e.strerror or e}")
             helper.close()
+            if janitor is not None:
+                janitor.discard()
             return EX_UNAVAILABLE
+    if janitor is not None:
+        try:
+            janitor.started()
+        except OSError as e:
+            janitor, no_janitor = None, e
+    if no_janitor is not None:
+        log.warning(
+            f"no janitor ({no_janitor}): no PID file, and the control socket stays after exit"
+        )
     try:
-        janitor: Janitor | None = start_janitor(helper.pid, o.sockpath, o.pidfile)
-    except OSError as e:
-        janitor = None
-        log.warning(f"no janitor ({e}): no PID file, and the control socket stays after exit")
-    try:
-        # The daemon's modules, now that the helper and janitor start (they
-        # are separate interpreters), and before the privilege drop.
-        from smcroute.daemon import Daemon
-
         try:
             warm_up()
             logsetup.notice(drop_parent_privileges(who.uid, who.gid, who.describe(o.ident)))
