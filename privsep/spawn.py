@@ -146,12 +146,16 @@ def spawn(
     stdout: int = DEVNULL,
     preexec: Callable[[], object] | None = None,
     wait: bool = True,
+    target: Callable[[], int] | None = None,
 ) -> Child:
     """Fork, and exec `argv` in the child with `stdin` and `stdout` (DEVNULL, a
     descriptor, or PIPE for stdout), stderr as ours, `pass_fds` kept open and
     every other descriptor closed, after `preexec()`.  Returns once the child
     has exec'd (with `wait=False` at once: see `Child.exec_done`).  Raises
-    OSError as the exec failed, SpawnError if `preexec` raised."""
+    OSError as the exec failed, SpawnError if `preexec` raised.
+
+    With `target` the child execs nothing: after `preexec` it runs `target()`
+    in this interpreter's copy and exits with its status (`argv` unused)."""
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     out_r = out_w = -1
     if stdout == PIPE:
@@ -179,6 +183,13 @@ def spawn(
             _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
             if preexec is not None:
                 preexec()
+            if target is not None:
+                os.close(err_w)  # (as an exec would): it has started
+                code = 70
+                try:
+                    code = target()
+                finally:
+                    os._exit(code)
             stage = b"exec"
             os.execv(argv[0], list(argv))
         except OSError as e:
