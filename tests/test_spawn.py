@@ -68,23 +68,17 @@ def test_wait_poll_kill() -> None:
 
 
 def test_target_runs_in_the_forked_copy() -> None:
-    r, w = os.pipe()
-
     def target() -> int:
         os.write(1, b"ran here")
         return 7
 
-    try:
-        child = spawn(["unused"], stdout=PIPE, target=target, wait=False)
-        child.exec_done()  # it has started: nothing to report
-        out, _ = child.communicate(timeout=20)
-        assert out == b"ran here" and child.returncode == 7
+    child = spawn(["unused"], stdout=PIPE, target=target, wait=False)
+    child.exec_done()  # it has started: nothing to report
+    out, _ = child.communicate(timeout=20)
+    assert out == b"ran here" and child.returncode == 7
 
-        def fail() -> None:
-            raise OSError(1, "no")
+    def fail() -> None:
+        raise OSError(1, "no")
 
-        with pytest.raises(SpawnError):
-            spawn(["unused"], preexec=fail, target=target)
-    finally:
-        os.close(r)
-        os.close(w)
+    with pytest.raises(SpawnError):
+        spawn(["unused"], preexec=fail, target=target)
