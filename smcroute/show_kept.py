@@ -36,9 +36,6 @@ TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcrou
 if TYPE_CHECKING:
     from typing import Any
 
-TYPE_CHECKING = False  # spelt out: `typing` is not imported at run time (smcroute.records)
-if TYPE_CHECKING:
-    from typing import Any
 
 _DECIMAL = [str(i) for i in range(256)]
 _I6, _I8, _I10 = " " * 6, " " * 8, " " * 10
