@@ -4,11 +4,13 @@ tenth of the cost (and without importing `typing`).
 The standard decorator compiles six to eight generated methods per class
 (`exec` of their source): about 0.8 ms per frozen, slotted class here, 1.5 ms
 on a cold start, some 40 ms of CPU before smcrouted could read its
-configuration (about 30 classes on that path).  This one compiles only the
-same `__init__` (one small `exec` per class: instances are made as fast as
-with the standard ones), compares and hashes the same tuple of fields with a
-C `attrgetter` (the same hash values), and shares generic `__repr__`, frozen
-`__setattr__`/`__delattr__` and pickling methods.
+configuration (about 30 classes on that path).  This one makes only the
+same `__init__`, at its first call (a class not instantiated before the
+routes are in costs nothing more at start), compiled once per shape and
+given each class's names (a cold `exec` was ~0.3 ms: instances are made as
+fast as with the standard ones), compares and hashes the same tuple of
+fields with a C `attrgetter` (the same hash values), and shares generic
+`__repr__`, frozen `__setattr__`/`__delattr__` and pickling methods.
 
 Behaves as `dataclasses.dataclass` for what this code base uses: fields from
 the class's annotations (not `ClassVar`, inherited from a base made here),
@@ -165,31 +167,11 @@ else:
         cls.__record_fields__ = names
         cls.__record_repr__ = tuple(f.name for f in fields if f.repr)
 
-        # One exec for the per-instance methods, written as dataclasses writes them.
-        env = {"_MISSING": _MISSING, "_set": object.__setattr__}
-        params, lines = [], []
-        for f in fields:
-            if f.default_factory is not _MISSING:
-                env[f"_f_{f.name}"] = f.default_factory
-                params.append(f"{f.name}=_MISSING")
-                value = f"_f_{f.name}() if {f.name} is _MISSING else {f.name}"
-            else:
-                if f.default is not _MISSING:
-                    env[f"_d_{f.name}"] = f.default
-                    params.append(f"{f.name}=_d_{f.name}")
-                else:
-                    params.append(f.name)
-                value = f.name
-            lines.append(
-                f" _set(self, {f.name!r}, {value})" if frozen else f" self.{f.name} = {value}"
-            )
-        src = [f"def __init__(self, {', '.join(params)}):", *(lines or [" pass"])]
-        exec("\n".join(src), env)
         compared = [f.name for f in fields if f.compare]
         eq_fn, hash_fn = _compare_methods(compared)
         explicit_hash = "__hash__" in body and not (body["__hash__"] is None and "__eq__" in body)
         if "__init__" not in body:
-            cls.__init__ = env["__init__"]
+            cls.__init__ = _lazy_init(cls, fields, frozen)
         if eq and "__eq__" not in body:
             cls.__eq__ = eq_fn
         if eq and not explicit_hash:
@@ -205,6 +187,68 @@ else:
         if "__match_args__" not in body:
             cls.__match_args__ = names
         return cls
+
+    # (frozen, each field's kind) -> the code of its __init__, names as placeholders
+    _init_codes = {}
+
+    def _make_init(fields, frozen):
+        """`__init__` as dataclasses writes it (`self.a = a`, or
+        `_set(self, 'a', a)` when frozen; a factory called when the argument is
+        missing), compiled once per shape -- whether frozen, which fields have a
+        default or a factory -- and given each class's names and defaults
+        (compiling was ~0.3 ms a class, ~9 ms of smcrouted's start)."""
+        kinds = tuple(
+            "f" if f.default_factory is not _MISSING else "d" if f.default is not _MISSING else "p"
+            for f in fields
+        )
+        code = _init_codes.get((frozen, kinds))
+        if code is None:
+            params, lines = [], []
+            for i, kind in enumerate(kinds):
+                name = f"_x{i}"
+                params.append(name if kind == "p" else f"{name}=_MISSING")
+                value = f"_f_{name}() if {name} is _MISSING else {name}" if kind == "f" else name
+                lines.append(
+                    f" _set(self, {name!r}, {value})" if frozen else f" self.{name} = {value}"
+                )
+            env = {"_MISSING": _MISSING}
+            src = [f"def __init__(self, {', '.join(params)}):", *(lines or [" pass"])]
+            exec("\n".join(src), env)
+            code = _init_codes[(frozen, kinds)] = env["__init__"].__code__
+        names = {}
+        env = {"_MISSING": _MISSING, "_set": object.__setattr__}
+        for i, f in enumerate(fields):
+            names[f"_x{i}"] = f.name
+            names[f"_f__x{i}"] = f"_f_{f.name}"
+            if f.default_factory is not _MISSING:
+                env[f"_f_{f.name}"] = f.default_factory
+        code = code.replace(
+            co_varnames=tuple(names.get(n, n) for n in code.co_varnames),
+            co_names=tuple(names.get(n, n) for n in code.co_names),
+            co_consts=tuple(names.get(c, c) if type(c) is str else c for c in code.co_consts),
+        )
+        defaults = tuple(
+            f.default if k == "d" else _MISSING
+            for f, k in zip(fields, kinds, strict=True)
+            if k != "p"
+        )
+        return _FunctionType(code, env, "__init__", defaults or None)
+
+    _FunctionType = type(_make_init)
+
+    def _lazy_init(cls, fields, frozen):
+        """`cls.__init__` until its first call, which makes the real one
+        (`_make_init`) and puts it in its place: a class never instantiated
+        before smcrouted has its routes in (most operations, counters, show)
+        costs nothing more then."""
+
+        def __init__(self, *args, **kwargs):
+            init = _make_init(fields, frozen)
+            if cls.__dict__.get("__init__") is __init__:
+                cls.__init__ = init
+            init(self, *args, **kwargs)
+
+        return __init__
 
     def dataclass(cls=None, /, *, frozen=False, slots=False, eq=True, repr=True):
         def wrap(c):

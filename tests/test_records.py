@@ -279,3 +279,35 @@ def test_daemon_start_path_does_not_import_typing() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_init_made_at_first_call_from_a_shared_shape() -> None:
+    """__init__ is compiled once per shape and only when first called; a plain
+    subclass calling it first puts the real one on the class that has it."""
+
+    @records.dataclass(frozen=True, slots=True)
+    class A:
+        x: int
+        y: tuple[int, ...] = ()
+
+    @records.dataclass(frozen=True, slots=True)
+    class B:  # the same shape, other names
+        p: str
+        q: tuple[int, ...] = (1,)
+
+    class C(A):
+        __slots__ = ()
+
+    assert C(1).y == () and A.__init__.__code__.co_varnames[:3] == ("self", "x", "y")
+    assert A(y=(2,), x=3) == A(3, (2,)) and B("a") == B("a", (1,)) and B(q=(), p="b").q == ()
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'p'"):
+        B()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        A(1, z=2)  # type: ignore[call-arg]
+
+    @records.dataclass
+    class D:
+        items: list[int] = records.field(default_factory=list)
+
+    d1, d2 = D(), D()
+    assert d1.items == [] and d1.items is not d2.items and D([1]).items == [1]
