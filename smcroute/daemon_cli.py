@@ -482,7 +482,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     # No cyclic GC passes until the configuration is applied (Lifecycle.start
     # freezes what start-up made, then turns it back on): the imports and the
     # parse make no garbage cycles, and the passes over their objects were
-    # ~5-9 ms of CPU per start.
+    # ~5-9 ms of CPU per start.  (The `smcrouted` program turns it off before
+    # importing this module: smcroute.daemon_entry.)
     gc.disable()
     try:
         code = run(o)

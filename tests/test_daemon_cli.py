@@ -163,3 +163,24 @@ def test_program_usage_help_and_version() -> None:
     assert r.stderr == (
         "smcrouted: Option '-f' requires an argument.\nTry 'smcrouted -h' for help.\n"
     )
+
+
+def test_program_imports_with_the_collector_off() -> None:
+    """`smcrouted` (smcroute.daemon_entry) turns the cyclic GC off before it
+    imports anything of the daemon's: no passes over the imports' objects."""
+    code = (
+        "import gc, sys\n"
+        "import smcroute.daemon_entry as e\n"
+        "assert 'smcroute.daemon_cli' not in sys.modules and gc.isenabled()\n"
+        "seen = []\n"
+        "gc.callbacks.append(lambda phase, info: seen.append(phase))\n"
+        "sys.argv = ['smcrouted', '-v']\n"
+        "try:\n"
+        "    e.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(len(seen), gc.isenabled(), 'smcroute.daemon_cli' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == "0 False True"

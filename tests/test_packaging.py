@@ -170,7 +170,7 @@ def test_private_environment_is_relocated(tree):
     assert (venv / "bin/python3").readlink() == Path("/usr/bin/python3")
     for wrapper in ("usr/sbin/smcrouted", "usr/sbin/smcroutectl"):
         assert (tree / wrapper).read_text().startswith("#!/usr/lib/smcroute/bin/python -IB\n")
-    assert "from smcroute.daemon_cli import main" in (tree / "usr/sbin/smcrouted").read_text()
+    assert "from smcroute.daemon_entry import main" in (tree / "usr/sbin/smcrouted").read_text()
     assert "from smcroute.ctl_entry import main" in (tree / "usr/sbin/smcroutectl").read_text()
     site = next(venv.glob("lib/python3.*/site-packages"))
     for dist in ("smcroute-", "lark-", "click-", "python_prctl-", "prometheus_client-"):
