@@ -326,8 +326,11 @@ def start_helper(
     hook: str | None = None,
     log: LogSink = _stderr,
     wait: bool = True,
+    s4: socket.socket | None = None,
+    s6: socket.socket | None = None,
 ) -> HelperClient:
-    """Spawn the privileged helper with the mroute sockets and exactly
+    """Spawn the privileged helper with the mroute sockets, the Solicitation
+    sockets (`mroute.open_solicit`; none: no Solicitation is read) and exactly
     `caps.HELPER_CAPS`; close our copies.  Must be called as root; raises
     OSError if it cannot be started with those capabilities.  With
     `wait=False` it returns once forked, and `HelperClient.started()` (to be
@@ -339,7 +342,8 @@ def start_helper(
                 end.setsockopt(socket.SOL_SOCKET, opt, SOCKBUF)
     pass_fds = [child.fileno()]
     argv = ["--ipc", str(child.fileno())]
-    for name, mr in (("--v4", v4), ("--v6", v6)):
+    socks = (("--v4", v4), ("--v6", v6), ("--s4", s4), ("--s6", s6))
+    for name, mr in socks:
         if mr is not None:
             pass_fds.append(mr.fileno())
             argv += [name, str(mr.fileno())]
@@ -357,7 +361,7 @@ def start_helper(
         raise
     finally:
         child.close()
-        for mr in (v4, v6):
+        for _name, mr in socks:
             if mr is not None:
                 mr.close()
     helper = HelperClient(proc, parent, log)

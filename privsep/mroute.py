@@ -3,7 +3,11 @@
 Owns: `open_mroute(family, table)` -- the raw IGMP/ICMPv6 socket that holds
 the kernel's multicast routing API for one table, set up so that only kernel
 upcalls are ever read from it (BPF on IPv4, ICMPv6 filter on IPv6), with a
-large receive buffer and non-blocking; and the mapping of failures to
+large receive buffer and non-blocking; `open_solicit(family)` -- a raw
+socket that lets through RFC 4286 Solicitations only, with their arrival
+interface (kept apart so that upcalls are read without ancillary data: a
+plain `recv`, the least the helper's Python does between the wake-up and the
+write); and the mapping of failures to
 sysexits codes via `MrouteError` (69 API in use, 76 no kernel support, 77 not
 enough privileges, 64 bad table id, 71 other OS errors).
 
@@ -32,6 +36,7 @@ IPPROTO_ICMPV6, ICMP6_FILTER = 58, 1  # ICMP6_FILTER: level IPPROTO_ICMPV6
 # struct icmp6_filter: 256 bits, 1 = block; everything but type 152, the RFC
 # 4286 Multicast Router Solicitation (bit 152: byte 19, bit 0, little-endian)
 ICMP6_FILTER_SOLICIT_ONLY = b"\xff" * 19 + b"\xfe" + b"\xff" * 12
+ICMP6_FILTER_NONE = b"\xff" * 32  # the mroute socket: upcalls only (they bypass the filter)
 IP_PKTINFO, IPV6_RECVPKTINFO = 8, 49  # a Solicitation's arrival interface
 
 EX_USAGE = 64
@@ -150,24 +155,50 @@ def _in_use_message(family: int, table: int) -> str:
     )
 
 
-def _bpf_upcalls_only(sock: socket.socket) -> None:
-    """IPv4: let through only upcalls (byte 9 == 0) and IGMP type 0x31, RFC 4286
-    Solicitations (the helper checks them); never other wire IGMP."""
-    insns = [
-        (0x30, 0, 0, 9),  # ldb [9]                 IP protocol, or 0 in an upcall
-        (0x15, 4, 0, 0),  # jeq #0, accept
-        (0x15, 0, 4, 2),  # jeq #2 (IGMP), next, drop
-        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)        X = IP header length
-        (0x50, 0, 0, 0),  # ldb [x+0]               IGMP type
-        (0x15, 0, 1, 0x31),  # jeq #0x31, accept, drop
-        (0x06, 0, 0, 0xFFFF),  # accept: ret #65535
-        (0x06, 0, 0, 0),  # drop: ret #0
-    ]
+# Classic BPF over what a raw IGMP socket reads (an IP packet, or an upcall:
+# struct igmpmsg, 0 where a packet has its protocol, byte 9).
+BPF_UPCALLS = [
+    (0x30, 0, 0, 9),  # ldb [9]                 IP protocol, or 0 in an upcall
+    (0x15, 0, 1, 0),  # jeq #0, accept, drop
+    (0x06, 0, 0, 0xFFFF),  # accept: ret #65535
+    (0x06, 0, 0, 0),  # drop: ret #0
+]
+BPF_SOLICITATIONS = [  # IGMP type 0x31, RFC 4286 (the helper checks them); no other IGMP
+    (0x30, 0, 0, 9),  # ldb [9]
+    (0x15, 0, 4, 2),  # jeq #2 (IGMP), next, drop
+    (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)        X = IP header length
+    (0x50, 0, 0, 0),  # ldb [x+0]               IGMP type
+    (0x15, 0, 1, 0x31),  # jeq #0x31, accept, drop
+    (0x06, 0, 0, 0xFFFF),  # accept: ret #65535
+    (0x06, 0, 0, 0),  # drop: ret #0
+]
+
+
+def _bpf(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
     prog = b"".join(struct.pack("=HBBI", *i) for i in insns)
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = struct.pack("@HP", len(insns), ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-    sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)  # a Solicitation's interface
+
+
+def open_solicit(family: int) -> socket.socket:
+    """The socket the helper reads RFC 4286 Solicitations from: raw IGMP
+    (IPv4) or ICMPv6 letting through nothing else, with IP_PKTINFO /
+    IPV6_RECVPKTINFO (the arrival interface), non-blocking.  Raises OSError."""
+    v4 = family == socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_IGMP if v4 else IPPROTO_ICMPV6)
+    try:
+        if v4:
+            _bpf(sock, BPF_SOLICITATIONS)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(IPPROTO_ICMPV6, ICMP6_FILTER, ICMP6_FILTER_SOLICIT_ONLY)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _big_rcvbuf(sock: socket.socket) -> None:
@@ -239,10 +270,9 @@ def open_mroute(
         _pim_mode(sock, level, pim_opt, family, warn or (lambda _m: None))
         step = "filter"
         if family == socket.AF_INET:
-            _bpf_upcalls_only(sock)
+            _bpf(sock, BPF_UPCALLS)
         else:
-            sock.setsockopt(IPPROTO_ICMPV6, ICMP6_FILTER, ICMP6_FILTER_SOLICIT_ONLY)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            sock.setsockopt(IPPROTO_ICMPV6, ICMP6_FILTER, ICMP6_FILTER_NONE)
         _big_rcvbuf(sock)
         sock.setblocking(False)
     except OSError as e:

@@ -351,7 +351,7 @@ def run(o: Options) -> int:
     from smcroute.privsep.caps import PrivilegeError
     from smcroute.privsep.client import start_helper
     from smcroute.privsep.janitor import start as start_janitor
-    from smcroute.privsep.mroute import MrouteError, open_mroute
+    from smcroute.privsep.mroute import MrouteError, open_mroute, open_solicit
 
     logsetup.setup(o.ident, o.loglevel, o.use_syslog)
     # Until the event loop installs its handler, a SIGHUP (a reload asked for
@@ -389,12 +389,22 @@ def run(o: Options) -> int:
         msg = e.strerror if e.strerror else str(e)
         log.error(f"cannot create control socket {o.sockpath}: {msg}")
         return EX_UNAVAILABLE if "answers" in str(e) else EX_OSERR
+    sol: dict[int, socket.socket] = {}  # RFC 4286 Solicitations: their own sockets
+    for fam, mr in ((socket.AF_INET, v4), (socket.AF_INET6, v6)):
+        try:
+            if mr is not None:
+                sol[fam] = open_solicit(fam)
+        except OSError as e:
+            log.warning(f"cannot open a socket for Router Solicitations: {e.strerror or e}")
     # The helper and the janitor are forked, and exec their interpreters
     # (on the other core) while this process imports the daemon's modules
     # (before the privilege drop); only then is it checked that they started,
     # and everything is reported in the order it always was.
     try:
-        helper = start_helper(v4, v6, hook=o.hook, log=logsetup.from_helper, wait=False)
+        s4, s6 = sol.get(socket.AF_INET), sol.get(socket.AF_INET6)
+        helper = start_helper(
+            v4, v6, hook=o.hook, log=logsetup.from_helper, wait=False, s4=s4, s6=s6
+        )
     except OSError as e:
         return _no_helper(e, o.sockpath, None)
     janitor: Janitor | None = None

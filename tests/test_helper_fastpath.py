@@ -1,6 +1,7 @@
 """The privileged helper's fast path, without root: its poll loop over a stand-in
 mroute socket (a datagram socketpair fed crafted upcalls, whose MRT_ADD_MFC
-calls are recorded) and a real socketpair to the daemon.
+calls are recorded), stand-in Solicitation sockets and a real socketpair to
+the daemon.
 
 A NOCACHE that matches a rule is written at once with the bytes the rule
 says; its INSTALLED report is held (REPORT_HOLD, REPORT_BATCH) but never
@@ -20,8 +21,8 @@ from collections.abc import Iterator
 from ipaddress import ip_address
 
 import pytest
-from smcroute.privsep import child, daemon_wire, kernel, wire
-from smcroute.privsep.daemon_wire import Log, Upcall
+from smcroute.privsep import child, daemon_wire, kernel, mrdisc, wire
+from smcroute.privsep.daemon_wire import Log, Solicit, Upcall
 
 IPPROTO_IPV6 = 41
 OUTS = bytes([0, 1, 2]) + bytes(29)  # VIF 1 (threshold 1) and VIF 2 (threshold 2)
@@ -53,8 +54,8 @@ class Mroute:
     def setblocking(self, flag: bool) -> None:
         self.sock.setblocking(flag)
 
-    def recvmsg(self, size: int, ancsize: int) -> tuple[bytes, list[object], int, object]:
-        return self.sock.recvmsg(size, ancsize)
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
 
     def setsockopt(self, level: int, option: int, value: bytes) -> None:
         if self.fail:
@@ -66,13 +67,41 @@ class Mroute:
         self.feed.close()
 
 
+class Solicitations:
+    """A Solicitation socket's stand-in: what `feed` gets is read with the
+    ancillary data and address queued with it (a socketpair carries none)."""
+
+    def __init__(self) -> None:
+        self.sock, self.feed = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.meta: list[tuple[list[mrdisc.Cmsg], object]] = []
+
+    def send(self, data: bytes, anc: list[mrdisc.Cmsg], addr: object = None) -> None:
+        self.meta.append((anc, addr))
+        self.feed.send(data)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.sock.setblocking(flag)
+
+    def recvmsg(self, size: int, ancsize: int) -> tuple[bytes, list[mrdisc.Cmsg], int, object]:
+        data = self.sock.recv(size)
+        anc, addr = self.meta.pop(0)
+        return data, anc, 0, addr
+
+    def close(self) -> None:
+        self.sock.close()
+        self.feed.close()
+
+
 class Loop:
     """The helper's `run()` in a thread; `peer` is the daemon's end."""
 
-    def __init__(self, mr: dict[int, Mroute]) -> None:
+    def __init__(self, mr: dict[int, Mroute], sol: dict[int, Solicitations] | None = None) -> None:
         ipc, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.mr = mr
-        self.helper = child.Helper(ipc, mr, "")  # type: ignore[arg-type]
+        self.helper = child.Helper(ipc, mr, "", sol or {})  # type: ignore[arg-type]
         self.peer.settimeout(5)
         self.seq = 0
 
@@ -268,3 +297,57 @@ def test_the_first_rule_that_matches_wins(
     assert got == Upcall(4, wire.INSTALLED, 0, raw(source), raw("225.9.9.9"), 5 << 16 | want[0])
     value = kernel.mfcctl(raw(source), raw("225.9.9.9"), 0, want[1])
     assert loop.mr[4].writes == [(0, kernel.MRT_ADD_MFC, value)]
+
+
+def solicitation4(checksum_ok: bool = True) -> bytes:
+    """An RFC 4286 Solicitation as a raw IGMP socket reads it (IP header first)."""
+    msg = bytes([mrdisc.IGMP_MRDISC_SOL, 0, 0, 0])
+    msg = msg[:2] + (mrdisc.checksum(msg) ^ (0 if checksum_ok else 1)).to_bytes(2, "big")
+    ip = bytes([0x45, 0, 0, 20 + len(msg), 0, 0, 0, 0, 1, 2, 0, 0]) + raw("10.0.0.9")
+    return ip + mrdisc.ALL_ROUTERS4 + msg
+
+
+def test_solicitations_come_from_their_own_sockets_and_are_judged() -> None:
+    """The mroute socket carries upcalls only; a Solicitation socket's packets
+    are checked whole (IP_PKTINFO, destination, type, checksum) before the
+    daemon hears of one, and nothing read there is taken for an upcall."""
+    mr, sol = {4: Mroute()}, {4: Solicitations()}
+    lp = Loop(mr, sol)  # type: ignore[arg-type]
+    thread = threading.Thread(target=lp.helper.run, daemon=True)
+    thread.start()
+    pktinfo = [(socket.IPPROTO_IP, mrdisc.IP_PKTINFO, struct.pack("=I4s4s", 7, bytes(4), bytes(4)))]
+    try:
+        sol[4].send(solicitation4(), pktinfo)
+        assert lp.next() == Solicit(4, 7)
+        for data, anc in [
+            (solicitation4(checksum_ok=False), pktinfo),
+            (solicitation4(), []),  # no arrival interface
+            (solicitation4()[:-1], pktinfo),  # shorter than its IP header says
+            (igmpmsg(1, 0, "10.0.0.1", "225.9.9.9"), pktinfo),  # an upcall's bytes
+            (b"\x45" + bytes(300), pktinfo),  # cut to 256 bytes
+        ]:
+            assert lp.ops(*table()[:3]) == [0] * 3  # a round trip: the last drop is done
+            lp.helper.dropped_at = 0.0  # each drop logged at once
+            sol[4].send(data, anc)
+            msg = lp.next()
+            assert isinstance(msg, Log) and "not a valid Multicast Router Solicitation" in msg.text
+        assert lp.quiet() and mr[4].writes == []
+    finally:
+        lp.peer.close()
+        thread.join(5)
+        mr[4].close()
+        sol[4].close()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ipc", "3", "--s4"],
+        ["--ipc", "3", "--s4", "x"],
+        ["--ipc", "3", "--s5", "4"],
+        ["--v4", "4", "--s6", "5"],  # no --ipc
+    ],
+)
+def test_bad_arguments_are_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]):
+    assert child.main(argv) == 64
+    assert "privileged helper: " in capsys.readouterr().err

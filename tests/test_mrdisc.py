@@ -119,7 +119,7 @@ GONE = 0x7FFF_FFF0  # no such interface
 @pytest.fixture
 def helper() -> child.Helper:
     ipc, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    h = child.Helper(ipc, {4: FakeMroute(), 6: FakeMroute()}, "")  # type: ignore[dict-item]
+    h = child.Helper(ipc, {4: FakeMroute(), 6: FakeMroute()}, "", {})  # type: ignore[dict-item]
     h.vifs[4][0] = LO
     h.vifs[6][3] = LO
     h.peer = peer  # type: ignore[attr-defined]  # keep the other end open

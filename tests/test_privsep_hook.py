@@ -24,7 +24,7 @@ S6, G6 = b"\x20\x01" + bytes(13) + b"\x01", b"\xff\x2e" + bytes(13) + b"\x01"
 
 def helper(command: str) -> child.Helper:
     ipc, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    h = child.Helper(ipc, {4: None, 6: None}, hook=command)
+    h = child.Helper(ipc, {4: None, 6: None}, command, {})
     h.peer = peer  # type: ignore[attr-defined]  # keep the other end open
     return h
 
