@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=1000, help="packets per second per stream")
     p.add_argument("--trials", type=int, default=40, help="new sources per daemon")
     p.add_argument("--daemon", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument(
+        "--plain-watcher",
+        action="store_true",
+        help="time with a watcher woken by every announcement, at normal priority (as before "
+        "2026-11-29; see upcall_bench.first_packet)",
+    )
     args = p.parse_args(argv)
     daemons = {
         "ours": (netns.OUR_DAEMON, netns.OUR_CTL),
@@ -62,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                 netns.Daemon(topo.router, binary, CONF, ctl_binary=ctl, extra_args=QUIET)
             )
             rx = netns.Receiver(topo.receivers[0], "r0", [group], topology=topo).start()
-            runs[name] = (topo, rx, upcall_bench.Watcher(topo.router), dict[str, int]())
+            watcher = upcall_bench.Watcher(topo.router, prompt=not args.plain_watcher)
+            runs[name] = (topo, rx, watcher, dict[str, int]())
         time.sleep(0.5)
         for t in range(args.trials):
             if args.family == 6:
@@ -83,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             figures[name] = (upcall_bench.pct(lat, 0.5), upcall_bench.pct(lat, 0.99), lost)
     load.append(Path("/proc/loadavg").read_text().split()[0])
     base = figures["original"]
-    print(f"IPv{args.family}, {args.rate} pps, {args.trials} new sources per daemon")
+    how = "plain" if args.plain_watcher else "prompt"
+    print(f"IPv{args.family}, {args.rate} pps, {args.trials} new sources per daemon, {how} watcher")
     print(f"{'daemon':10} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6}  p50/orig p99/orig")
     for name, (p50, p99, lost) in figures.items():
         ratios = f"{p50 / base[0]:8.2f} {p99 / base[1]:8.2f}"

@@ -15,18 +15,25 @@ the original's daemon.  Prints the median of each phase per source, in us:
     to_sleep  -> back in poll/select (what follows the write)
     t0_write  the sender's first frame -> MRT_ADD_MFC done
 
+With several ``--impl`` (``NAME=PATH`` names a build), the daemons run at
+once, each in its own topology, and the new sources alternate between them
+(as ``first_packet_paired.py``): the machine's load, which moves these
+figures more than most changes do, is then the same for each.
+
 Tracing costs about 1 us per event.  Prints figures, asserts nothing.
 Needs root and tracefs.
 
-Usage: ``sudo .venv/bin/python bench/upcall_trace.py [--impl ours|original|PATH]
+Usage: ``sudo .venv/bin/python bench/upcall_trace.py [--impl ours|original|PATH|NAME=PATH ...]
 [--family 4|6] [--trials 30]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import itertools
+import math
 import os
 import re
 import statistics
@@ -82,12 +89,14 @@ class Trace:
         return sorted(out)
 
 
-def phases(events: list[tuple[int, int, str, str]], t0: int) -> dict[str, float] | None:
-    """The phases (us) of the first upcall handled after `t0`, or None."""
+def phases(
+    events: list[tuple[int, int, str, str]], t0: int, tids: set[int]
+) -> dict[str, float] | None:
+    """The phases (us) of the first upcall `tids` handled after `t0`, or None."""
     marks: dict[str, int] = {}
     order = ["wake", "woke", "read", "read_done", "write", "write_done", "sleep"]
-    for ts, _tid, name, rest in events:
-        if ts < t0:
+    for ts, tid, name, rest in events:
+        if ts < t0 or not (tid in tids or (name == "sched_wakeup" and wakes(rest, tids))):
             continue
         step = order[len(marks)] if len(marks) < len(order) else None
         if step is None:
@@ -112,43 +121,77 @@ def phases(events: list[tuple[int, int, str, str]], t0: int) -> dict[str, float]
     return {**dict(zip(names, us, strict=True)), "t0_write": (marks["write_done"] - t0) / 1000}
 
 
+def wakes(rest: str, tids: set[int]) -> bool:
+    """A sched_wakeup's details name one of `tids`."""
+    m = re.search(r"\bpid=(\d+)", rest)
+    return m is not None and int(m.group(1)) in tids
+
+
+def binaries(spec: str) -> tuple[str, str, str]:
+    """(name, smcrouted, smcroutectl) of `ours`, `original`, a path or NAME=PATH."""
+    name, _, path = spec.rpartition("=")
+    known = {
+        "ours": (netns.OUR_DAEMON, netns.OUR_CTL),
+        "original": (netns.ORIGINAL_DAEMON, netns.ORIGINAL_CTL),
+    }
+    binary, ctl = known.get(path, (path, str(Path(path).with_name("smcroutectl"))))
+    return name or path, binary, ctl
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--impl", default="ours", help="ours, original or a smcrouted path")
+    p.add_argument(
+        "--impl",
+        action="append",
+        help="ours, original, a smcrouted path or NAME=PATH; repeat it to run them at once",
+    )
     p.add_argument("--family", type=int, choices=(4, 6), default=4)
     p.add_argument("--trials", type=int, default=30)
     args = p.parse_args(argv)
-    binary, ctl = {
-        "ours": (netns.OUR_DAEMON, netns.OUR_CTL),
-        "original": (netns.ORIGINAL_DAEMON, netns.ORIGINAL_CTL),
-    }.get(args.impl, (args.impl, str(Path(args.impl).with_name("smcroutectl"))))
+    impls = [binaries(spec) for spec in args.impl or ["ours"]]
     group = "225.1.1.1" if args.family == 4 else "ff2e::1"
     conf = "mroute from a1 group 225.1.1.1 to a2\nmroute from a1 group ff2e::1 to a2\n"
-    with (
-        netns.router_topology(1) as topo,
-        netns.Daemon(topo.router, binary, conf, ctl_binary=ctl, extra_args=QUIET) as d,
-    ):
-        time.sleep(0.5)
-        helper = [p for p in netns.process_tree(d.pid) if "privileged helper" in netns.cmdline(p)]
-        pid = helper[0] if helper else d.pid
-        trace = Trace([int(t) for t in os.listdir(f"/proc/{pid}/task")])
-        t0: list[int] = []
+    load = [Path("/proc/loadavg").read_text().split()[0]]
+    with contextlib.ExitStack() as stack:
+        runs: dict[str, tuple[netns.RouterTopology, set[int], list[int]]] = {}
+        for name, binary, ctl in impls:
+            topo = stack.enter_context(netns.router_topology(1))
+            d = stack.enter_context(
+                netns.Daemon(topo.router, binary, conf, ctl_binary=ctl, extra_args=QUIET)
+            )
+            time.sleep(0.5)
+            tree = netns.process_tree(d.pid)
+            helper = [p for p in tree if "privileged helper" in netns.cmdline(p)]
+            pid = helper[0] if helper else d.pid
+            runs[name] = (topo, {int(t) for t in os.listdir(f"/proc/{pid}/task")}, [])
+        trace = Trace(sorted(set().union(*(tids for _topo, tids, _t0 in runs.values()))))
         try:
             for t in range(args.trials):
                 if args.family == 6:
                     src = str(ipaddress.ip_address(f"fd00:21::{t % 250 + 1:x}"))
                 else:
                     src = f"10.21.0.{t % 250 + 1}"
-                res = upcall_bench.flood(topo.sender, src, group, count=50, rate=1000, times=True)
-                t0.append(res["t0"][0])  # type: ignore[index]
-                time.sleep(0.05)
+                for topo, _tids, t0 in runs.values():
+                    res = upcall_bench.flood(
+                        topo.sender, src, group, count=50, rate=1000, times=True
+                    )
+                    t0.append(res["t0"][0])  # type: ignore[index]
+                    time.sleep(0.05)
         finally:
             events = trace.stop()
-    found = [ph for ph in (phases(events, t) for t in t0) if ph is not None]
-    print(f"{args.impl}, IPv{args.family}: {len(found)} of {len(t0)} sources traced; medians, us")
-    for name in ("wake", "to_read", "read", "to_write", "write", "to_sleep", "t0_write"):
-        print(f"  {name:9} {statistics.median(ph[name] for ph in found):8.1f}")
-    print(f"load average: {Path('/proc/loadavg').read_text().split()[0]}")
+    load.append(Path("/proc/loadavg").read_text().split()[0])
+    names = ("wake", "to_read", "read", "to_write", "write", "to_sleep", "t0_write")
+    found = {
+        name: [ph for ph in (phases(events, t, tids) for t in t0) if ph is not None]
+        for name, (_topo, tids, t0) in runs.items()
+    }
+    print(f"IPv{args.family}, {args.trials} sources per daemon; medians, us (sources traced)")
+    print(f"{'':9} " + " ".join(f"{n[:12]:>12}" for n in found))
+    for step in names:
+        cells = (statistics.median(ph[step] for ph in f) if f else math.nan for f in found.values())
+        print(f"{step:9} " + " ".join(f"{c:12.1f}" for c in cells))
+    print(f"{'traced':9} " + " ".join(f"{len(f):12}" for f in found.values()))
+    print(f"load average: {' -> '.join(load)}")
     return 0
 
 

@@ -22,6 +22,13 @@ never be mistaken for an upcall.
 ``watch``: subscribe to RTNLGRP_IPV4_MROUTE / IPV6_MROUTE and print
 ``READY`` then one line ``NEW|UNRES|DEL FAMILY SOURCE GROUP MONOTONIC_NS``
 per MFC change until stdin closes (to time "first packet -> entry installed").
+``--resolved``: a socket filter keeps the kernel's unresolved-entry
+announcements (which come with every new source's upcall) out, so that the
+watcher is not woken while the daemon under test works on the upcall;
+``--realtime``: SCHED_FIFO, so that it runs as soon as an entry is in, before
+whatever else that woke (the receiver of the packets the entry released, the
+rest of the daemon's work).  For one new source at a time only: it would
+starve the daemon under a flood of notifications.
 """
 
 from __future__ import annotations
@@ -234,9 +241,36 @@ NETLINK_ADD_MEMBERSHIP = 1
 SOL_NETLINK = 270
 
 
+# Classic BPF over one netlink message: drop an RTM_NEWROUTE whose rtm_flags
+# (host order, at 16 + 8) has RTNH_F_UNRESOLVED; pass the rest whole.
+DROP_UNRESOLVED = [
+    (0x30, 0, 0, 4),  # ldb [4]          nlmsg_type, low byte
+    (0x15, 0, 2, RTM_NEWROUTE),  # jeq #24, next, pass
+    (0x30, 0, 0, 24),  # ldb [24]        rtm_flags, low byte
+    (0x45, 1, 0, 32),  # jset #RTNH_F_UNRESOLVED, drop, pass
+    (0x06, 0, 0, 1 << 18),  # pass: ret #256 KiB
+    (0x06, 0, 0, 0),  # drop: ret #0
+]
+SO_ATTACH_FILTER = 26
+
+
+def _attach(s: socket.socket, insns: list[tuple[int, int, int, int]]) -> None:
+    import ctypes
+
+    prog = b"".join(struct.pack("=HBBI", *i) for i in insns)
+    buf = ctypes.create_string_buffer(prog, len(prog))
+    s.setsockopt(
+        socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("@HP", len(insns), ctypes.addressof(buf))
+    )
+
+
 def _watch(args: argparse.Namespace) -> int:
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    if args.resolved:
+        _attach(s, DROP_UNRESOLVED)
+    if args.realtime:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
     s.bind((0, 0))
     for grp in (RTNLGRP_IPV4_MROUTE, RTNLGRP_IPV6_MROUTE):
         s.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, grp)
@@ -305,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--group", required=True)
         c.add_argument("--source", required=True)
         c.add_argument("--count", type=int, default=3)
-    sub.add_parser("watch")
+    w = sub.add_parser("watch")
+    w.add_argument("--resolved", action="store_true", help="no unresolved-entry lines")
+    w.add_argument("--realtime", action="store_true", help="run at SCHED_FIFO priority 10")
     args = p.parse_args(argv)
     return {"flood": _flood, "igmp": _igmp, "mld": _mld, "watch": _watch}[args.cmd](args)
 
