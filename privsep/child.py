@@ -194,7 +194,7 @@ class Helper:
         matches: its entry before anything else (the raw bytes matched: see
         `self.table`)."""
         try:
-            data = s.recv(256)  # upcalls are 20 (IPv4) and 80 bytes
+            data = s.recv(256)  # upcalls are 28 (IPv4) and 80 bytes (IPv6)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
