@@ -14,6 +14,11 @@ the original's daemon.  Prints the median of each phase per source, in us:
     write     MRT_ADD_MFC (the kernel forwards the queued packets)
     to_sleep  -> back in poll/select (what follows the write)
     t0_write  the sender's first frame -> MRT_ADD_MFC done
+    t0_seen   (``--watcher``) the sender's first frame -> the resolved entry's
+              time as ``upcall_bench``'s watcher takes it, with a receiver of
+              the group running as in ``upcall_bench.first_packet``: ``plain``
+              is the watcher as it was before 2026-11-29 (woken by every
+              announcement, normal priority), ``prompt`` as it is now
 
 With several ``--impl`` (``NAME=PATH`` names a build), the daemons run at
 once, each in its own topology, and the new sources alternate between them
@@ -24,7 +29,7 @@ Tracing costs about 1 us per event.  Prints figures, asserts nothing.
 Needs root and tracefs.
 
 Usage: ``sudo .venv/bin/python bench/upcall_trace.py [--impl ours|original|PATH|NAME=PATH ...]
-[--family 4|6] [--trials 30]``
+[--family 4|6] [--trials 30] [--watcher plain|prompt]``
 """
 
 from __future__ import annotations
@@ -147,13 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--family", type=int, choices=(4, 6), default=4)
     p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--watcher", choices=("plain", "prompt"), help="time as the bench does, too")
     args = p.parse_args(argv)
     impls = [binaries(spec) for spec in args.impl or ["ours"]]
     group = "225.1.1.1" if args.family == 4 else "ff2e::1"
     conf = "mroute from a1 group 225.1.1.1 to a2\nmroute from a1 group ff2e::1 to a2\n"
     load = [Path("/proc/loadavg").read_text().split()[0]]
+    srcs: list[str] = []
+    seen: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
         runs: dict[str, tuple[netns.RouterTopology, set[int], list[int]]] = {}
+        watch: dict[str, tuple[netns.Receiver, upcall_bench.Watcher]] = {}
         for name, binary, ctl in impls:
             topo = stack.enter_context(netns.router_topology(1))
             d = stack.enter_context(
@@ -164,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             helper = [p for p in tree if "privileged helper" in netns.cmdline(p)]
             pid = helper[0] if helper else d.pid
             runs[name] = (topo, {int(t) for t in os.listdir(f"/proc/{pid}/task")}, [])
+            if args.watcher:
+                rx = netns.Receiver(topo.receivers[0], "r0", [group], topology=topo).start()
+                watch[name] = (rx, upcall_bench.Watcher(topo.router, args.watcher == "prompt"))
         trace = Trace(sorted(set().union(*(tids for _topo, tids, _t0 in runs.values()))))
         try:
             for t in range(args.trials):
@@ -171,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     src = str(ipaddress.ip_address(f"fd00:21::{t % 250 + 1:x}"))
                 else:
                     src = f"10.21.0.{t % 250 + 1}"
+                srcs.append(src)
                 for topo, _tids, t0 in runs.values():
                     res = upcall_bench.flood(
                         topo.sender, src, group, count=50, rate=1000, times=True
@@ -179,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.05)
         finally:
             events = trace.stop()
+        time.sleep(0.3)
+        for name, (rx, watcher) in watch.items():
+            resolved, t0 = watcher.stop(), runs[name][2]
+            rx.stop(linger_ms=100)
+            pairs = zip(srcs, t0, strict=True)
+            seen[name] = [(resolved[s] - t) / 1000 for s, t in pairs if s in resolved]
     load.append(Path("/proc/loadavg").read_text().split()[0])
     names = ("wake", "to_read", "read", "to_write", "write", "to_sleep", "t0_write")
     found = {
@@ -190,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     for step in names:
         cells = (statistics.median(ph[step] for ph in f) if f else math.nan for f in found.values())
         print(f"{step:9} " + " ".join(f"{c:12.1f}" for c in cells))
+    if seen:
+        cells = (statistics.median(seen[n]) if seen[n] else math.nan for n in found)
+        print(f"{'t0_seen':9} " + " ".join(f"{c:12.1f}" for c in cells))
     print(f"{'traced':9} " + " ".join(f"{len(f):12}" for f in found.values()))
     print(f"load average: {' -> '.join(load)}")
     return 0
