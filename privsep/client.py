@@ -21,7 +21,8 @@ import socket
 import sys
 import syslog
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
+from itertools import islice
 
 import smcroute
 
@@ -41,6 +42,7 @@ LogSink = Callable[[int, str], None]  # (syslog level, text) of a helper log lin
 
 READ_BURST = 2048  # messages read per read_events() call
 WINDOW = 4  # OPS batches in flight (each up to ~78 KB; fits SOCKBUF)
+FIRST_BATCH = 64  # records in the first batch of a call; each next one 4 times more
 SOCKBUF = 1 << 20
 DEFAULT_TIMEOUT = 30.0
 
@@ -230,18 +232,21 @@ class HelperClient:
             raise OSError(f"cannot drop the helper's privileges: {e}") from None
         self.sock.setblocking(True)
 
-    def execute(self, records: Sequence[Record], timeout: float = DEFAULT_TIMEOUT) -> list[int]:
+    def execute(self, records: Iterable[Record], timeout: float = DEFAULT_TIMEOUT) -> list[int]:
         """Run `records` in the helper; one errno per record (0 = done), in order.
 
         A record that cannot be encoded gets EINVAL without being sent.
         Raises HelperGone if the helper is gone or does not answer within
-        `timeout` seconds per batch.
+        `timeout` seconds per batch.  `records` is read batch by batch: an
+        iterator that makes them (the daemon's) makes the next batch while
+        the helper runs the last one.
         """
-        result = [0] * len(records)
+        result: list[int] = []
         if self.closed:
             self._raise_gone()
         # Pipelined: up to WINDOW batches in flight, so that the helper's
-        # kernel work overlaps with our encoding of the next batch.
+        # kernel work overlaps with our making and encoding of the next batch;
+        # the first batches are small, so that it starts at once.
         inflight: list[tuple[int, list[int]]] = []
 
         def collect() -> None:
@@ -249,21 +254,26 @@ class HelperClient:
             for i, err in zip(index, self._await(seq, len(index), timeout), strict=True):
                 result[i] = err
 
-        for start in range(0, len(records), wire.MAX_BATCH):
-            index = list(range(start, min(start + wire.MAX_BATCH, len(records))))
+        it = iter(records)
+        size = FIRST_BATCH
+        while batch := list(islice(it, size)):
+            size = min(4 * size, wire.MAX_BATCH)
+            start = len(result)
+            result += [0] * len(batch)
+            index = list(range(start, len(result)))
             seq = self._next_seq()
             try:
-                data = daemon_wire.encode_ops(seq, [records[i] for i in index])
+                data = daemon_wire.encode_ops(seq, batch)
             except ProtoError:  # rare: find the culprits, send the rest
                 for i in list(index):
                     with contextlib.suppress(ProtoError):
-                        daemon_wire.encode_ops(seq, [records[i]])
+                        daemon_wire.encode_ops(seq, [batch[i - start]])
                         continue
                     result[i] = errno.EINVAL
                     index.remove(i)
                 if not index:
                     continue
-                data = daemon_wire.encode_ops(seq, [records[i] for i in index])
+                data = daemon_wire.encode_ops(seq, [batch[i - start] for i in index])
             self._send(data)
             inflight.append((seq, index))
             if len(inflight) >= WINDOW:

@@ -19,7 +19,7 @@ import os
 import selectors
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from smcroute import helper_wire, logsetup
 from smcroute.engine.core import Engine, Link, Mfc, describe
@@ -222,17 +222,21 @@ class Core:
         if not ops:
             return []
         results = [errno.EINVAL] * len(ops)
-        records: list[Record] = []
         index: list[int] = []
-        for i, op in enumerate(ops):
-            try:
-                recs = helper_wire.records(op)
-            except ProtoError:
-                continue
-            records += recs
-            index += [i] * len(recs)
-            results[i] = 0
-        for i, err in zip(index, self.helper.execute(records), strict=True):
+
+        def each() -> Iterator[Record]:
+            # made as the helper client sends them: the helper runs the first
+            # batch while the next ones are made
+            for i, op in enumerate(ops):
+                try:
+                    recs = helper_wire.records(op)
+                except ProtoError:
+                    continue
+                index.extend([i] * len(recs))
+                results[i] = 0
+                yield from recs
+
+        for i, err in zip(index, self.helper.execute(each()), strict=True):
             results[i] = results[i] or err  # an op of several records: its first failure
         return results
 

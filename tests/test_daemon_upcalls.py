@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -45,7 +45,8 @@ class FakeHelper:
     def fileno(self) -> int:
         return self.r.fileno()
 
-    def execute(self, ops: Sequence[wire.Record]) -> list[int]:
+    def execute(self, records: Iterable[wire.Record]) -> list[int]:
+        ops = list(records)  # (HelperClient.execute reads an iterable)
         self.executed.extend(ops)
         if self.late:
             self.events.append(self.late.pop(0))  # buffered during the request
@@ -159,7 +160,8 @@ def test_a_table_the_helper_did_not_take_whole_is_not_trusted(
     d, helper = daemon
     helper.late = []
 
-    def refuse_rules(ops: Sequence[wire.Record]) -> list[int]:
+    def refuse_rules(records: Iterable[wire.Record]) -> list[int]:
+        ops = list(records)
         helper.executed.extend(ops)
         return [22 if isinstance(r, wire.Rule) else 0 for r in ops]
 

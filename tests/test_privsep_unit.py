@@ -532,3 +532,42 @@ def test_records_from_engine_ops() -> None:
         record(AddMfc(4, None, a("225.1.2.3"), 0, ((32, 1),)))
     for op in (AddMfc(4, a("10.0.0.1"), a("225.1.2.3"), 2, ((0, 1),)), DelVif(4, 1, 7, "x")):
         assert not isinstance(validate.check(record(op)), validate.Refusal)
+
+
+def test_client_sends_growing_batches_and_refuses_unencodable_records_in_place() -> None:
+    """HelperClient.execute reads its records batch by batch (64, 256, then
+    wire.MAX_BATCH): a record that cannot be encoded gets EINVAL where it is,
+    in any batch, and every other one its answer, in order."""
+    import sys
+    import threading
+
+    from smcroute.privsep.client import HelperClient
+    from smcroute.privsep.spawn import spawn
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sizes: list[int] = []
+
+    def helper() -> None:  # answers each record with its VIF number as the errno
+        while data := theirs.recv(wire.MAX_MESSAGE + 1):
+            msg = wire.decode_request(data)
+            sizes.append(len(msg.records))
+            errs = [r.vif if isinstance(r, wire.AddVif) else 0 for r in msg.records]
+            theirs.send(wire.encode_reply(msg.seq, errs))
+
+    t = threading.Thread(target=helper)
+    t.start()
+    try:
+        stands_in = spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+        client = HelperClient(stands_in, ours)
+        records = [wire.AddVif(4, i % 200, 1, 7) for i in range(1500)]
+        records[400] = wire.AddVif(4, 300, 1, 7)  # a VIF byte cannot hold 300
+        res = client.execute(iter(records))
+        assert sizes == [64, 256, 1023, 156]  # the third without the refused one
+        assert res[400] == errno.EINVAL
+        assert res[:400] + res[401:] == [i % 200 for i in range(1500) if i != 400]
+        stands_in.kill()
+        stands_in.wait()
+    finally:
+        ours.close()
+        t.join(10)
+        theirs.close()
