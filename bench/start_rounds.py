@@ -7,7 +7,11 @@ worktree of `main` before a change) once per round, in turn, with the same
 topology and configuration as `startup_bench.py` (exact (S,G) routes from
 a1 to a2 a3), and prints each one's median and minimum time from exec
 until all N entries are in the kernel, and the median against the
-original's.  Prints figures, asserts nothing.  Needs root.
+original's, and each one's CPU time from exec until then (schedstat, every
+thread; medians): the main process and, for ours, the helper and janitor
+together -- on a loaded machine, where wall times move by tens of ms from
+round to round, the CPU a start costs moves far less.  Prints figures,
+asserts nothing.  Needs root.
 
     .venv/bin/python bench/start_rounds.py                        # 1,000 IPv4, 11 rounds
     .venv/bin/python bench/start_rounds.py --family 6 --rounds 21
@@ -20,8 +24,11 @@ import argparse
 import os
 import statistics
 import sys
+from collections.abc import Callable
 
 import startup_bench
+from everyday_bench import cpu_ns
+from netns import Daemon, process_tree
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     startup_bench.IMPLS.update(daemons)
     args = argparse.Namespace(timeout=a.timeout, stop_timeout=30, show_routes=-1, repeat=1)
     times: dict[str, list[float]] = {name: [] for name in daemons}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in daemons}
     notes: dict[str, str] = {}
+
+    def cpu_then(name: str) -> Callable[[Daemon, object, object], None]:
+        def during(d: Daemon, _topo: object, _res: object) -> None:
+            tree = process_tree(d.pid)  # (read at once: they are all in)
+            cpu[name].append((cpu_ns(tree[:1]) / 1e6, cpu_ns(tree[1:]) / 1e6))
+
+        return during
+
     for _ in range(a.rounds):
         for name in daemons:
-            res = startup_bench.run_one(name, a.routes, args, a.family)
+            res = startup_bench.run_one(name, a.routes, args, a.family, cpu_then(name))
             if res.ready_s is None:
                 notes[name] = res.status
             else:
@@ -60,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(ts)
         ratio = f"  {med / orig:5.2f} x original" if orig and name != "original" else ""
         print(f"  {name:10} median {med:.3f} s  min {min(ts):.3f} s{ratio}  {notes.get(name, '')}")
+    print("CPU from exec until all are in (medians, ms): main process / the others")
+    for name, pairs in cpu.items():
+        if pairs:
+            main_ms = statistics.median(p[0] for p in pairs)
+            rest_ms = statistics.median(p[1] for p in pairs)
+            print(f"  {name:10} {main_ms:7.1f} / {rest_ms:5.1f}")
     return 0
 
 
