@@ -69,6 +69,7 @@ from netns import (  # noqa: E402  (the harness lives with the tests)
     rss_kib,
     wait_until,
 )
+from startup_bench import cpu_ns  # noqa: E402
 
 IMPLS = {"ours": (OUR_DAEMON, OUR_CTL), "original": (ORIGINAL_DAEMON, ORIGINAL_CTL)}
 SECTIONS = ("ctl", "show", "start", "memory", "first", "cpu")
@@ -95,17 +96,6 @@ def put(figure: str, impl: str, value: float | None, unit: str, goal: str = "", 
 
 
 # --- measuring ---------------------------------------------------------------
-
-
-def cpu_ns(pids: list[int]) -> int:
-    """On-CPU time of every thread of `pids` (schedstat: nanoseconds)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError):
-                    total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-    return total
 
 
 def rss_by_role(pid: int) -> dict[str, int]:

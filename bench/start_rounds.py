@@ -24,11 +24,8 @@ import argparse
 import os
 import statistics
 import sys
-from collections.abc import Callable
 
 import startup_bench
-from everyday_bench import cpu_ns
-from netns import Daemon, process_tree
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,21 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {name: [] for name in daemons}
     cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in daemons}
     notes: dict[str, str] = {}
-
-    def cpu_then(name: str) -> Callable[[Daemon, object, object], None]:
-        def during(d: Daemon, _topo: object, _res: object) -> None:
-            tree = process_tree(d.pid)  # (read at once: they are all in)
-            cpu[name].append((cpu_ns(tree[:1]) / 1e6, cpu_ns(tree[1:]) / 1e6))
-
-        return during
-
     for _ in range(a.rounds):
         for name in daemons:
-            res = startup_bench.run_one(name, a.routes, args, a.family, cpu_then(name))
+            res = startup_bench.run_one(name, a.routes, args, a.family)
             if res.ready_s is None:
                 notes[name] = res.status
             else:
                 times[name].append(res.ready_s)
+            if res.cpu_ms is not None:
+                cpu[name].append(res.cpu_ms)
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     print(f"start, {a.routes:,} IPv{a.family} routes, {a.rounds} rounds (load {load}):")

@@ -94,6 +94,19 @@ class Result:
     show_s: float | None = None
     show_json_s: float | None = None
     show_note: str = ""
+    # CPU (ms) from exec until all are in: the main process, its descendants
+    cpu_ms: tuple[float, float] | None = None
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """On-CPU time of every thread of `pids` (schedstat: nanoseconds)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return total
 
 
 def bench_topology() -> Topology:
@@ -171,6 +184,8 @@ def run_one(
                     t_read = time.perf_counter()
                     if res.installed >= n:
                         res.ready_s = t_read - t0
+                        tree = process_tree(d.pid)
+                        res.cpu_ms = (cpu_ns(tree[:1]) / 1e6, cpu_ns(tree[1:]) / 1e6)
                         break
                     # Reading a big ip_mr_cache costs kernel time the daemon
                     # needs (2 cores): keep it near 5% of the run, and the
