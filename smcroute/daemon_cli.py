@@ -433,14 +433,11 @@ def run(o: Options) -> int:
             from smcroute.metrics import MetricsServer
 
             metrics = MetricsServer(metrics_socket(o.metrics), o.metrics_routes)
-        except ImportError as e:
-            log.error(f"--metrics needs prometheus_client ({e}): pip install 'smcroute[metrics]'")
-            helper.close()
-            if janitor is not None:
-                janitor.discard()
-            return EX_UNAVAILABLE
-        except OSError as e:
-            log.error(f"cannot serve metrics on {o.metrics}: {e.strerror or e}")
+        except (ImportError, OSError) as e:
+            why = f"cannot serve metrics on {o.metrics}: {getattr(e, 'strerror', None) or e}"
+            if isinstance(e, ImportError):
+                why = f"--metrics needs prometheus_client ({e}): pip install 'smcroute[metrics]'"
+            log.error(why)
             helper.close()
             if janitor is not None:
                 janitor.discard()

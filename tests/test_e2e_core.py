@@ -18,7 +18,7 @@ from typing import Any
 
 import netns
 import pytest
-from netns import Daemon, Receiver, RouterTopology, send
+from netns import Daemon, Receiver, RouterTopology, send, wait_until
 
 OURS = netns.OUR_DAEMON
 CAP_NET_ADMIN = 1 << 12
@@ -385,6 +385,28 @@ def test_second_daemon_same_table_exits_69(
     assert code == 69, log
     assert "smcrouted" in log  # names the culprit
     assert first.running()
+    assert roundtrip(topo, 4, "225.1.1.1") == [5]
+
+
+def test_metrics_address_it_cannot_bind_exits_69_leaving_nothing(
+    topology: Callable[..., RouterTopology], ours: Callable[..., Daemon]
+) -> None:
+    """--metrics on an address the host lacks: a clear error, exit 69, and the
+    helper and janitor gone with it (the table is free, no socket or PID file)."""
+    topo = topology(1)
+    d = Daemon(topo.router, OURS, "", extra_args=["--metrics", "192.0.2.1:9108"])
+    d.start(wait=False)
+    assert d.proc is not None
+    code = d.proc.wait(timeout=20)
+    log = d.log()
+    d.stop()
+    assert code == 69, log
+    assert "cannot serve metrics on 192.0.2.1:9108" in log, log
+    assert "Traceback" not in log
+    wait_until(lambda: not os.path.exists(d.sock), 5, what="the control socket removed")
+    assert not os.path.exists(d.pidfile)
+    src = topo.source4
+    ours(topo.router, f"mroute from a1 source {src} group 225.1.1.1 to a2\n")
     assert roundtrip(topo, 4, "225.1.1.1") == [5]
 
 
