@@ -370,18 +370,23 @@ def test_not_root_exits_77(tmp_path: Any) -> None:
     assert "root" in r.stderr
 
 
+def exit_of(d: Daemon) -> tuple[int, str]:
+    """Start a daemon that is to fail: its exit status and its log."""
+    d.start(wait=False)
+    assert d.proc is not None
+    try:
+        return d.proc.wait(timeout=20), d.log()
+    finally:
+        d.stop()
+
+
 def test_second_daemon_same_table_exits_69(
     topology: Callable[..., RouterTopology], ours: Callable[..., Daemon]
 ) -> None:
     topo = topology(1)
     src = topo.source4
     first = ours(topo.router, f"mroute from a1 source {src} group 225.1.1.1 to a2\n")
-    second = Daemon(topo.router, OURS, "")
-    second.start(wait=False)
-    assert second.proc is not None
-    code = second.proc.wait(timeout=20)
-    log = second.log()
-    second.stop()
+    code, log = exit_of(Daemon(topo.router, OURS, ""))
     assert code == 69, log
     assert "smcrouted" in log  # names the culprit
     assert first.running()
@@ -395,11 +400,7 @@ def test_metrics_address_it_cannot_bind_exits_69_leaving_nothing(
     helper and janitor gone with it (the table is free, no socket or PID file)."""
     topo = topology(1)
     d = Daemon(topo.router, OURS, "", extra_args=["--metrics", "192.0.2.1:9108"])
-    d.start(wait=False)
-    assert d.proc is not None
-    code = d.proc.wait(timeout=20)
-    log = d.log()
-    d.stop()
+    code, log = exit_of(d)
     assert code == 69, log
     assert "cannot serve metrics on 192.0.2.1:9108" in log, log
     assert "Traceback" not in log
