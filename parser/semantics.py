@@ -270,8 +270,9 @@ def count_joins(source: Address | None, source_len: int, group: Address, group_l
     return n
 
 
-def oif_problems(iif: str, oifs: list[str], errors: list[str], warn: list[str]) -> tuple[str, ...]:
-    """Check outbound interfaces; return them without repeats, in order."""
+def _good_oifs(iif: str, oifs: list[str]) -> tuple[str, ...] | None:
+    """The common case, fast: known good names, no repeats, not `iif`, not too
+    many -- as one shared tuple; None when `oif_problems` must look closer."""
     good = _good_ifnames
     if (
         iif not in oifs
@@ -279,7 +280,15 @@ def oif_problems(iif: str, oifs: list[str], errors: list[str], warn: list[str]) 
         and all(o in good for o in oifs)
         and (len(oifs) < 2 or len(set(oifs)) == len(oifs))
     ):
-        return _shared_oifs(tuple(oifs))  # the common case, fast
+        return _shared_oifs(tuple(oifs))
+    return None
+
+
+def oif_problems(iif: str, oifs: list[str], errors: list[str], warn: list[str]) -> tuple[str, ...]:
+    """Check outbound interfaces; return them without repeats, in order."""
+    fast = _good_oifs(iif, oifs)
+    if fast is not None:
+        return fast
     seen: dict[str, None] = {}
     for oif in oifs:
         try:
@@ -329,10 +338,14 @@ def build(sk: Skeleton, words: list[str], where: int) -> tuple[Directive | None,
     """Model object for a phyint/mgroup/ssmgroup/mroute line (None if it has errors).
 
     `where`: the line's `Where`, or that as a plain int (what a route keeps)."""
-    errors: list[str] = []
-    warn: list[str] = []
     kind = sk.kind
     opts = sk.opts
+    if kind == "mroute" and "source" in opts and not sk.repeated:
+        route = _exact_v4_route(opts, words, where)
+        if route is not None:
+            return route, []
+    errors: list[str] = []
+    warn: list[str] = []
     obj: Directive | None = None
     for k in sk.repeated:
         errors.append(f"{kind}: {q(k)} given more than once")
@@ -352,6 +365,28 @@ def build(sk: Skeleton, words: list[str], where: int) -> tuple[Directive | None,
     at = Where.of(where)
     probs = [Problem(at, m) for m in errors] + [Problem(at, m, True) for m in warn]
     return (None if errors else obj), probs
+
+
+def _exact_v4_route(opts: dict[str, Any], words: list[str], where: int) -> MRoute | None:
+    """What `build` makes of an exact IPv4 `mroute` line it has nothing to say
+    about, without the generic checks (start-up reads thousands of these): a
+    known good inbound interface, a unicast source and a multicast group
+    outside 224.0.0.0/24 (each a dotted quad, as `parse_source` and
+    `parse_group` take them), good outbound interfaces.  None for any other
+    line, which `build` then judges in full."""
+    try:
+        iif = _good_ifnames[words[opts["from"]]]
+        src = inet_pton(AF_INET, words[opts["source"]])
+        grp = inet_pton(AF_INET, words[opts["group"]])
+        oif_words = [words[i] for i in opts["to"]]
+    except (KeyError, OSError, ValueError):
+        return None
+    if grp[0] >> 4 != 0xE or grp[:3] == b"\xe0\0\0" or src[0] >> 4 == 0xE or src == b"\0\0\0\0":
+        return None
+    oifs = _good_oifs(iif, oif_words) if oif_words else None
+    if oifs is None:
+        return None
+    return MRoute(iif, IPv4Address(src), 32, IPv4Address(grp), 32, oifs, where)
 
 
 def _phyint(sk: Skeleton, words: list[str], where: Where, errors: list[str]) -> Phyint | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import lark
 import smcroute.grammar
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from lark.exceptions import UnexpectedInput
 from smcroute.parser import ParseError, parse_command, parse_file, parse_text, syntax
@@ -221,3 +221,55 @@ def test_the_daemon_does_not_import_lark() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+ROUTE_IFS = ["eth0", "eth1", "eth+", "e/0", "x" * 16]
+ROUTE_ADDRS = [
+    "10.0.0.1", "0.0.0.0", "225.1.1.1", "224.0.0.5", "224.0.1.5", "239.255.255.255",
+    "232.1.1.1/32", "225.1.1.0/24", "10.0.0.1/32", "010.0.0.1", "1.2.3", "ff0e::1", "::",
+    "2001:db8::1", "223.255.255.255", "240.0.0.1", "0.0.0.1",
+]  # fmt: skip
+ROUTE_WORDS = ["mroute", "from", "source", "group", "to", *ROUTE_IFS, *ROUTE_ADDRS]
+route_line = st.lists(st.sampled_from(ROUTE_WORDS), min_size=1, max_size=11).map(
+    lambda ws: " ".join(["mroute", "from", *ws])
+)
+canonical_route = st.tuples(
+    st.sampled_from(ROUTE_IFS), st.sampled_from(ROUTE_ADDRS), st.sampled_from(ROUTE_ADDRS),
+    st.lists(st.sampled_from(ROUTE_IFS), max_size=4),
+).map(lambda t: f"mroute from {t[0]} source {t[1]} group {t[2]} to {' '.join(t[3])}")  # fmt: skip
+
+
+@given(route_line | canonical_route)
+@settings(max_examples=600)
+@example("mroute from eth0 source 10.0.0.1 group 224.0.0.5 to eth1")
+@example("mroute from eth0 source 0.0.0.0 group 225.1.1.1 to eth1")
+@example("mroute from eth0 source 225.1.1.2 group 225.1.1.1 to eth1")
+@example("mroute from eth0 source 10.0.0.1 group 10.1.1.1 to eth1")
+@example("mroute from eth0 source 10.0.0.1 group 225.1.1.1 to eth1 eth1")
+@example("mroute from eth0 source 10.0.0.1 group 225.1.1.1 to eth0 eth1")
+@example("mroute from eth0 source 10.0.0.1 group 225.1.1.1 to")
+@example("mroute from eth+ source 10.0.0.1 group 225.1.1.1 to eth1")
+@example("mroute from eth0 group 225.1.1.1 source 10.0.0.1 to eth1 eth+")
+def test_exact_route_fast_path_builds_what_the_checks_build(line: str) -> None:
+    """`build`'s fast path for exact IPv4 routes makes the very route (and
+    origin) the full checks make, and leaves every other line to them."""
+    from smcroute.parser import semantics
+
+    words = line.split()
+
+    try:
+        sk = parse_words(words)
+    except SyntaxProblem:
+        return
+    fast = semantics._exact_v4_route
+    try:
+        semantics._exact_v4_route = lambda *_a: None  # type: ignore[assignment]
+        slow_obj, slow_probs = semantics.build(sk, words, 7)
+    finally:
+        semantics._exact_v4_route = fast  # type: ignore[assignment]
+    obj, probs = semantics.build(sk, words, 7)  # the names are known good by now
+    assert (repr(obj), [str(p) for p in probs]) == (repr(slow_obj), [str(p) for p in slow_probs])
+    assert getattr(obj, "origin", None) == getattr(slow_obj, "origin", None)
+    plain = all("/" not in words[sk.opts[k]] for k in ("source", "group") if k in sk.opts)
+    if isinstance(obj, MRoute) and not probs and not obj.is_template and obj.family == 4 and plain:
+        assert fast(sk.opts, words, 7) is not None or sk.repeated  # taken, not fallen back
