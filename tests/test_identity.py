@@ -129,3 +129,23 @@ def test_explicit_user_and_group() -> None:
 def test_bad_users_and_groups_are_clear_errors(user: str, group: str | None, message: str) -> None:
     with pytest.raises(IdentityError, match=message):
         choose(user, group, "smcroute", in_use=(set(), set()))
+
+
+def test_ids_in_use_reads_every_status_whole(tmp_path: os.PathLike[str]) -> None:
+    """Every ID of live processes, a long Groups line read to its end; zombies,
+    vanished processes and other entries skipped."""
+    many = " ".join(str(70000 + i) for i in range(3000))  # a status of ~20 KiB
+    statuses = {
+        "1": "Name:\tinit\nState:\tS (sleeping)\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n",
+        "22": f"Name:\tx\nState:\tR\nUid:\t5\t6\t7\t8\nGid:\t9\t10\t11\t12\nGroups:\t{many}\n",
+        "333": "Name:\tz\nState:\tZ (zombie)\nUid:\t40\t40\t40\t40\nGid:\t41\t41\t41\t41\n",
+        "net": "Name:\tn\nUid:\t50\t50\t50\t50\n",
+    }
+    for entry, text in statuses.items():
+        os.makedirs(os.path.join(tmp_path, entry))
+        with open(os.path.join(tmp_path, entry, "status"), "w") as f:
+            f.write(text)
+    os.makedirs(os.path.join(tmp_path, "4444"))  # gone meanwhile: no status
+    uids, gids = identity.ids_in_use(os.fspath(tmp_path))
+    assert uids == {0, 5, 6, 7, 8}
+    assert gids == {0, 9, 10, 11, 12} | {70000 + i for i in range(3000)}
