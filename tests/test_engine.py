@@ -451,3 +451,49 @@ def test_one_source_and_group_from_two_inbound_interfaces() -> None:
     assert e.rules() == [b, a] and e.mfc[(4, s, g)].parent == 0
     ops = e.remove_route(route("a1", "10.0.0.1", "225.1.1.1"))
     assert ops == [AddMfc(4, s, g, 2, ((3, 1),))] and e.rules() == [b]
+
+
+class _LooksInstalled(dict):  # type: ignore[type-arg]
+    """An empty MFC that does not look empty: reconcile's general path."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("zero_loss", [False, True])
+def test_start_up_writes_what_the_general_path_writes(zero_loss: bool) -> None:
+    """At start-up `mfc` becomes the desired MFC whole (no write per entry):
+    the same operations, in the same order, and the same MFC, in order, as
+    entry by entry; also with entries that need no new VIF (a phyint's)."""
+    cfg = Config(
+        phyints=[Phyint("a3", ttl_threshold=8), Phyint("a4", enable=False)],
+        routes=[
+            route("a1", "10.0.0.1", "225.1.1.1", "a2", "a3"),
+            route("a1", "10.0.0.2", "225.1.1.2", "a4", "a2"),
+            route("a2", "10.0.0.1", "225.1.1.1", "a1"),  # the same (S,G) from another IIF
+            route("a1", None, "225.3.3.3", "a2"),  # a template, (*,G) with --zero-loss
+            route("a1", "10.0.0.0", "225.4.4.0", "a3", slen=24, glen=24),
+            route("a9", "10.0.0.5", "225.1.1.5", "a2"),  # no such interface
+            route("a1", "2001:db8::1", "ff0e::1", "a2", "a3"),
+            route("a1", "10.0.0.1", "225.1.1.1", "a3"),  # replaces the first
+            route("a3", "10.0.0.9", "225.1.1.9", "a2"),  # with VIFs there before: no wait
+        ],
+        groups=[MGroup("a2", None, 0, A("225.9.9.9"), 32)],
+    )
+    before = {
+        "nothing": Config(),
+        "entries on other VIFs": Config(routes=[route("a5", "10.0.0.1", "225.1.1.1", "a6")]),
+        "a2's and a3's VIFs": Config(phyints=[Phyint("a3", ttl_threshold=8), Phyint("a2")]),
+    }
+    for what, first in before.items():
+        names = ("a1", "a2", "a3", "a4", "a5", "a6")
+        fast, general = engine(*names), engine(*names)
+        for e in (fast, general):
+            e.zero_loss = zero_loss
+            e.load_config(first)
+        general.mfc = _LooksInstalled(general.mfc)
+        assert fast.load_config(cfg) == general.load_config(cfg), what
+        assert list(fast.mfc.items()) == list(general.mfc.items()), what
+        assert len(fast.mfc) >= 3
+    # (the entry written before the VIFs came first: not the desired MFC's order)
+    assert next(iter(fast.mfc)) == (4, A("10.0.0.9"), A("225.1.1.9"))

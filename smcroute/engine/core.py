@@ -931,8 +931,16 @@ class Engine:
             for v in added[fam]:
                 ops.append(AddVif(fam, v.vif, v.ifindex, v.threshold, v.name))
         # Phase 4.
-        for key, want, have in later:
-            ops.extend(self._write(key, want, have))
+        if not self.mfc:
+            # (start-up, or a reload that replaced every entry and every VIF:
+            # nothing is installed now and every entry waited for its VIFs, so
+            # the kernel gets `desired` whole, in order, and `mfc` is it --
+            # without hashing each (S,G), two ipaddress hashes, again)
+            self.mfc = desired
+            ops.extend(AddMfc(f, s, g, want.parent, want.ttls) for (f, s, g), want, _ in later)
+        else:
+            for key, want, have in later:
+                ops.extend(self._write(key, want, have))
         ops.extend(self._sync_joins())
         return ops
 
