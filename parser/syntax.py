@@ -28,7 +28,6 @@ the skeletons and the (position, expected) of every error.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable
 
@@ -447,8 +446,59 @@ def _q(word: str) -> str:
 
 
 def _suggest(word: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=0.7)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    close = close_match(word.lower(), choices)
+    return f" (did you mean '{close}'?)" if close else ""
+
+
+def close_match(word: str, choices: tuple[str, ...], cutoff: float = 0.7) -> str | None:
+    """`difflib.get_close_matches(word, choices, n=1, cutoff)[0]`, or None,
+    without difflib and heapq (~2 ms of the daemon's start, for messages):
+    the choice of the best ratio (twice the characters in matching blocks
+    over both lengths), the larger one on a tie.  Choices must be shorter
+    than 100 characters: difflib's "popular characters" heuristic, which
+    this leaves out, then never applies to a word close enough."""
+    best: tuple[float, str] | None = None
+    for choice in choices:
+        both = len(choice) + len(word)
+        if 2.0 * min(len(choice), len(word)) / both < cutoff:  # difflib's real_quick_ratio
+            continue
+        ratio = 2.0 * _matching(choice, word) / both
+        if ratio >= cutoff and (best is None or (ratio, choice) > best):
+            best = (ratio, choice)
+    return None if best is None else best[1]
+
+
+def _matching(a: str, b: str) -> int:
+    """The size of difflib.SequenceMatcher(None, a, b)'s matching blocks: the
+    longest common block (the first found, as its find_longest_match), then
+    the same on each side of it."""
+    b2j: dict[str, list[int]] = {}
+    for j, ch in enumerate(b):
+        b2j.setdefault(ch, []).append(j)
+    total = 0
+    todo = [(0, len(a), 0, len(b))]
+    while todo:
+        alo, ahi, blo, bhi = todo.pop()
+        besti, bestj, size = alo, blo, 0
+        j2len: dict[int, int] = {}
+        for i in range(alo, ahi):
+            new: dict[int, int] = {}
+            for j in b2j.get(a[i], ()):
+                if j < blo:
+                    continue
+                if j >= bhi:
+                    break
+                k = new[j] = j2len.get(j - 1, 0) + 1
+                if k > size:
+                    besti, bestj, size = i - k + 1, j - k + 1, k
+            j2len = new
+        if size:
+            total += size
+            if alo < besti and blo < bestj:
+                todo.append((alo, besti, blo, bestj))
+            if besti + size < ahi and bestj + size < bhi:
+                todo.append((besti + size, ahi, bestj + size, bhi))
+    return total
 
 
 def _explain(

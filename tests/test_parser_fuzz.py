@@ -210,14 +210,17 @@ def test_longer_shapes_parse_as_with_lark(first: str, rest: list[str | None]) ->
 
 
 def test_the_daemon_does_not_import_lark() -> None:
-    """The point of syntax._Tables: parsing (and the daemon's modules) without lark."""
+    """The point of syntax._Tables: parsing (and the daemon's modules) without lark;
+    nor difflib and heapq: the parser's suggestions are its own (syntax.close_match)."""
     code = (
         "import sys\n"
         "import smcroute.daemon, smcroute.daemon_cli\n"
         "from smcroute.parser import parse_text\n"
+        "smcroute.daemon_cli.warm_up()\n"
         "cfg, probs = parse_text('mroute from a1 group 225.1.1.1 to a2\\nfoo\\n', 'x')\n"
         "assert len(cfg.routes) == 1 and len(probs) == 1, probs\n"
-        "print(sorted(m for m in sys.modules if m == 'lark' or m.startswith('lark.')))\n"
+        "banned = ('lark', 'difflib', 'heapq')\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in banned))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
@@ -273,3 +276,28 @@ def test_exact_route_fast_path_builds_what_the_checks_build(line: str) -> None:
     plain = all("/" not in words[sk.opts[k]] for k in ("source", "group") if k in sk.opts)
     if isinstance(obj, MRoute) and not probs and not obj.is_template and obj.family == 4 and plain:
         assert fast(sk.opts, words, 7) is not None or sk.repeated  # taken, not fallen back
+
+
+_CHOICES = [syntax.DIRECTIVES, *syntax.OPTIONS.values(), ("a", "ab", "ba"), ("aaaa", "aaab")]
+_LETTERS = "".join(sorted({c for t in _CHOICES for w in t for c in w})) + "xyZ"
+
+
+@given(
+    st.text(alphabet=_LETTERS, min_size=1, max_size=30)
+    | st.sampled_from([w for t in _CHOICES for w in t]),
+    st.sampled_from(_CHOICES),
+    st.sampled_from([0.6, 0.7]),
+)
+@settings(max_examples=1500)
+@example("a" * 300, ("a" * 99,), 0.6)
+@example("ttl-trheshold", syntax.OPTIONS["phyint"], 0.7)
+@example("mroutte", syntax.DIRECTIVES, 0.7)
+@example("ab", ("a", "ab", "ba"), 0.6)
+@example("aab", ("aaaa", "aaab"), 0.6)
+@example("aaba", ("aaa",), 0.6)  # the first longest block counts, not the last
+def test_close_match_is_difflibs(word: str, choices: tuple[str, ...], cutoff: float) -> None:
+    """The parser's suggestions without difflib: what difflib suggests."""
+    import difflib
+
+    want = difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
+    assert syntax.close_match(word, choices, cutoff) == (want[0] if want else None)
