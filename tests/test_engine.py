@@ -497,3 +497,29 @@ def test_start_up_writes_what_the_general_path_writes(zero_loss: bool) -> None:
         assert len(fast.mfc) >= 3
     # (the entry written before the VIFs came first: not the desired MFC's order)
     assert next(iter(fast.mfc)) == (4, A("10.0.0.9"), A("225.1.1.9"))
+
+
+def test_templates_are_every_template_route_after_any_change() -> None:
+    """`templates()` skips its pass over the routes when the index holds none:
+    the index follows every way routes come and go."""
+    e = engine()
+
+    def check() -> None:
+        assert e.templates() == [r for r in e.routes.values() if r.is_template]
+
+    exact = route("a1", "10.0.0.1", "225.1.1.1", "a2")
+    tmpl = route("a1", None, "225.1.1.0", "a2", glen=24)
+    e.load_config(Config(routes=[exact]))
+    check()
+    e.add_route(tmpl)
+    check()
+    assert e.templates() == [tmpl]
+    e.remove_route(route("a1", None, "225.1.1.0", glen=24))  # the whole route
+    check()
+    assert e.templates() == []
+    e.load_config(Config(routes=[tmpl, exact, route("a2", "10.0.0.0", "225.2.2.2", "a3", slen=8)]))
+    check()
+    assert len(e.templates()) == 2
+    e.load_config(Config(routes=[exact]))
+    check()
+    assert e.templates() == []

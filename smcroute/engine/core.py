@@ -411,6 +411,10 @@ class Engine:
     # ======================================================================
 
     def templates(self) -> list[MRoute]:
+        """In configuration order (`_templates` holds them all, by rank: none
+        there, no pass over the routes)."""
+        if not self._templates:
+            return []
         return [r for r in self.routes.values() if r.is_template]
 
     def rules(self) -> list[MRoute]:
