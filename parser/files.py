@@ -20,7 +20,6 @@ import os
 import stat
 import unicodedata
 from collections.abc import Iterator
-from ipaddress import IPv4Address
 
 from smcroute.model import Config, MGroup, MRoute, Phyint, Problem, Where
 
@@ -205,11 +204,14 @@ class _Reader:
         self._read_routes.append(r)
 
     def _place_route(self, r: MRoute) -> None:
-        # Keys use int(address): ipaddress' own __hash__ is slow.
-        src = -1 if r.source is None else int(r.source)
-        grp = int(r.group)
-        v4 = type(r.group) is IPv4Address
-        key = (r.iif, src, r.source_len, grp, r.group_len, v4)
+        # Keys use int(address): ipaddress' own __hash__ is slow.  (Each of
+        # the route's properties is a call: each is read once.)
+        fam, source, group = r.mfc_key
+        src = -1 if source is None else int(source)
+        grp = int(group)
+        v4 = fam == 4
+        slen, glen = r.source_len, r.group_len
+        key = (r.iif, src, slen, grp, glen, v4)
         i = self._route_at.get(key)
         if i is not None:
             old = self._routes[i]
@@ -226,7 +228,7 @@ class _Reader:
             self._routes[i] = None
         # r.is_template, spelt out: the property is slow through .version.
         full = 32 if v4 else 128
-        if not (src < 0 or r.source_len != full or r.group_len != full or r.iif[-1:] == "+"):
+        if not (src < 0 or slen != full or glen != full or r.iif[-1:] == "+"):
             sg = (src, grp, v4)
             j = self._sg_at.get(sg)
             other = self._routes[j] if j is not None else None

@@ -273,13 +273,10 @@ def count_joins(source: Address | None, source_len: int, group: Address, group_l
 def _good_oifs(iif: str, oifs: list[str]) -> tuple[str, ...] | None:
     """The common case, fast: known good names, no repeats, not `iif`, not too
     many -- as one shared tuple; None when `oif_problems` must look closer."""
-    good = _good_ifnames
-    if (
-        iif not in oifs
-        and len(oifs) <= MAX_OIFS
-        and all(o in good for o in oifs)
-        and (len(oifs) < 2 or len(set(oifs)) == len(oifs))
-    ):
+    if iif in oifs or len(oifs) > MAX_OIFS:
+        return None
+    names = set(oifs)
+    if len(names) == len(oifs) and names <= _good_ifnames.keys():
         return _shared_oifs(tuple(oifs))
     return None
 
