@@ -301,3 +301,24 @@ def test_close_match_is_difflibs(word: str, choices: tuple[str, ...], cutoff: fl
 
     want = difflib.get_close_matches(word, choices, n=1, cutoff=cutoff)
     assert syntax.close_match(word, choices, cutoff) == (want[0] if want else None)
+
+
+@given(st.binary(min_size=4, max_size=4), st.binary(min_size=4, max_size=4))
+def test_v4_is_ipaddress_own(raw: bytes, other: bytes) -> None:
+    """semantics.v4 makes what IPv4Address(raw) makes (its one slot), without its checks."""
+    import pickle
+    from ipaddress import IPv4Address
+
+    from smcroute.parser.semantics import v4
+
+    made, want = v4(raw), IPv4Address(raw)
+    assert type(made) is IPv4Address
+    assert (made == want, hash(made), repr(made), str(made)) == (
+        True,
+        hash(want),
+        repr(want),
+        str(want),
+    )
+    assert (made.packed, int(made), made.is_multicast) == (raw, int(want), want.is_multicast)
+    assert (made < IPv4Address(other)) == (want < IPv4Address(other))
+    assert pickle.loads(pickle.dumps(made)) == want
