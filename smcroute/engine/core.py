@@ -910,8 +910,10 @@ class Engine:
             ops.extend(self._write(key, None, self.mfc[key]))
         later: list[tuple[MfcKey, Mfc, Mfc | None]] = []
         mfc = self.mfc
-        for key, want in desired.items():
-            have = mfc.get(key) if mfc else None  # (none at start: no lookups)
+        # (start-up: nothing installed and every VIF new, so every entry waits
+        # for its VIFs -- phase 4 -- with no look at each one here)
+        for key, want in desired.items() if mfc or any(old_vifs.values()) else ():
+            have = mfc.get(key) if mfc else None
             if want == have:
                 continue
             fresh, gone = new_vifs[key[0]], removed[key[0]]
@@ -941,7 +943,9 @@ class Engine:
             # the kernel gets `desired` whole, in order, and `mfc` is it --
             # without hashing each (S,G), two ipaddress hashes, again)
             self.mfc = desired
-            ops.extend(AddMfc(f, s, g, want.parent, want.ttls) for (f, s, g), want, _ in later)
+            ops.extend(
+                AddMfc(f, s, g, want.parent, want.ttls) for (f, s, g), want in desired.items()
+            )
         else:
             for key, want, have in later:
                 ops.extend(self._write(key, want, have))
