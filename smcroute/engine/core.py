@@ -715,8 +715,11 @@ class Engine:
         for p in self.phyints:
             if p.enable and p.ifname != "lo":
                 want(p.ifname)
+        last = None  # routes in a row with the same interfaces want nothing new
         for r in self.routes.values():
-            if r.family == family:
+            names = (r.iif, r.oifs)
+            if r.mfc_key[0] == family and names != last:
+                last = names
                 want(r.iif)
                 for o in r.oifs:
                     want(o)
