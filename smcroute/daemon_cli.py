@@ -314,26 +314,15 @@ def control_socket(path: str) -> socket.socket:
 
 
 def warm_up() -> None:
-    """Load everything lazily imported (the grammar's tables, codecs) while
-    the files are still readable: after the privilege drop they may not be
-    (e.g. an interpreter under a home directory only root can enter)."""
-    import json
+    """Load what is loaded lazily -- the grammar's tables -- while the files
+    are still readable: after the privilege drop they may not be (e.g. an
+    interpreter under a home directory only root can enter).  After it,
+    parsing any configuration or command imports nothing more
+    (tests/test_daemon_cli.py); a sample parsed here would only make, before
+    the routes, what parsing them makes anyway."""
+    from smcroute.parser.syntax import tables
 
-    from smcroute.parser import parse_command, parse_file, parse_text
-
-    sample = (
-        "phyint a1 enable mrdisc ttl-threshold 2\n"
-        "mgroup from a1 source 10.0.0.1 group 232.1.1.1\n"
-        "ssmgroup from a1 group 232.1.1.2 source 10.0.0.1\n"
-        "mroute from a1 source 10.0.0.0/8 group 225.1.1.0/24 to a2 a+\n"
-        "mroute from a1 source 2001:db8::1 group ff2e::1 to a2 # comment\n"
-        "include /nonexistent/*.conf\nbroken line\n"
-    )
-    parse_file(os.devnull)  # the file path (a device: refused, as a problem)
-    parse_text(sample, "warm-up")
-    parse_command("add", ["a1", "10.0.0.1", "225.1.1.1", "a2"])
-    parse_command("join", ["a1", "ff2e::1"])
-    json.loads(json.dumps({"x": [1, None, "y"]}))
+    tables()
 
 
 def _no_helper(e: OSError, sockpath: str, janitor: Janitor | None) -> int:

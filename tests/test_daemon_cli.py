@@ -184,3 +184,65 @@ def test_program_imports_with_the_collector_off() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[-2] == "0 False True"
+
+
+_AFTER_WARM_UP = r"""
+import json, os, sys, tempfile
+d = tempfile.mkdtemp()
+inc = os.path.join(d, "conf.d")
+os.mkdir(inc)
+os.mkdir(os.path.join(inc, "sub.conf"))
+with open(os.path.join(inc, "a.conf"), "w") as f:
+    f.write("mroute from b1 source 10.9.9.9 group 239.9.9.9 to b2\ninclude ../main.conf\n")
+with open(os.path.join(d, "main.conf"), "wb") as f:
+    f.write(
+        b"phyint a1 enable mrdisc ttl-threshold 2\nphyint a1 disable\nphyint a2 ttl-threshold 0\n"
+        b"phyint a3 enabel\nphyint a/4\nmgroup from a1 source 10.0.0.1 group 232.1.1.1\n"
+        b"mgroup from a1 source 10.0.0.1 group 232.1.1.1\nmgroup from a1 group 225.0.0.0/8\n"
+        b"ssmgroup from a1 group 232.1.1.2 source 10.0.0.1\nssmgroup from a1 group 232.1.1.3\n"
+        b"mroute from a1 source 10.0.0.1 group 225.1.1.1 to a2 a3\n"
+        b"mroute from a1 source 10.0.0.1 group 225.1.1.1 to a2\n"
+        b"mroute from a9 source 10.0.0.1 group 225.1.1.1 to a2\n"
+        b"mroute from a1 source 10.0.0.0/8 group 225.1.1.0/24 to a2 a+ a2 a1\n"
+        b"mroute from a1 source 10.0.0.1/8 group 225.1.1.1/24 to a2\n"
+        b"mroute from a1 source 2001:db8::1 group ff2e::1 to a2 # comment\n"
+        b"mroute from a+ group ff02::1 to a2\nmroute from a1 group 224.0.0.5 to a2\n"
+        b"mroute from a1 source fe80::1%eth0 group 225.1.1.1 to a2\n"
+        b"mroute from a1 source 10.0.0.1 group 10.1.1.1 to a2\nmroute frm a1\nmrute from a1\n"
+        b"mroute from a1 source 225.1.1.1 group 2001:db8::1 to\nmroute from a1 from a2 to\n"
+        b"include conf.d/*.conf\ninclude /nonexistent/*.conf\ninclude\n"
+        b"broken line\nbin\x00ary\nbad \xff utf-8\nnbsp\xc2\xa0here\n" + b"x" * 5000 + b"\n"
+    )
+before = set(sys.modules)
+from smcroute.parser import ParseError, parse_command, parse_file, parse_text
+cfg, probs = parse_file(os.path.join(d, "main.conf"))
+assert len(probs) > 25 and cfg.routes and cfg.groups and cfg.phyints, (probs, cfg)
+parse_file(os.devnull), parse_file(os.path.join(d, "none")), parse_file(d)
+parse_text("mroute from a1 group 225.1.1.1 to a2\n", "<x>")
+for cmd, args in [
+    ("add", ["a1", "10.0.0.1", "225.1.1.1", "a2"]), ("add", ["a1", "ff2e::1", "a2"]),
+    ("remove", ["a1", "10.0.0.1", "225.1.1.1"]), ("join", ["a1", "ff2e::1"]),
+    ("leave", ["a1", "10.0.0.1", "232.1.1.1"]), ("add", ["a1"]), ("join", ["a/1", "x"]),
+]:
+    try:
+        parse_command(cmd, args)
+    except ParseError:
+        pass
+json.loads(json.dumps({"x": [1, None, "y", 1.5]}))
+print(sorted(set(sys.modules) - before))
+"""
+
+
+def test_nothing_is_imported_after_the_warm_up() -> None:
+    """The main process parses configurations and commands only after its
+    privilege drop, when the interpreter's files may be unreadable: once
+    `warm_up` has run, parsing every kind of line, error and include imports
+    nothing more."""
+    code = (
+        "import smcroute.daemon, smcroute.daemon_cli, smcroute.privsep.client\n"
+        "import smcroute.privsep.mroute, smcroute.privsep.janitor\n"
+        "smcroute.daemon_cli.warm_up()\n" + _AFTER_WARM_UP
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
