@@ -160,14 +160,16 @@ def build_lark(**extra: Any) -> Lark:
     return Lark(grammar_text(), **LARK_OPTIONS, **extra)
 
 
-def _saved() -> dict[str, Any]:
+def _saved(int_keys: bool = True) -> dict[str, Any]:
+    """grammar/tables.json; its numbers as keys are numbers again with `int_keys`
+    (lark's; `_Tables` converts the few it needs: a hook per object is ~1 ms)."""
     import json
 
     import smcroute.grammar
 
     folder = os.path.dirname(os.path.abspath(smcroute.grammar.__file__ or "."))
     with open(os.path.join(folder, "tables.json"), encoding="utf-8") as f:
-        return json.load(f, object_pairs_hook=_int_keys)  # type: ignore[no-any-return]
+        return json.load(f, object_pairs_hook=_int_keys if int_keys else None)  # type: ignore[no-any-return]
 
 
 def saved_lark(**extra: Any) -> Lark | None:
@@ -231,13 +233,13 @@ class _Tables:
     """The LALR parser of grammar/tables.json, driven as lark drives it."""
 
     def __init__(self, saved: dict[str, Any], transformer: object) -> None:
-        data, memo = saved["data"], saved["memo"]
+        data, memo = saved["data"], {int(k): v for k, v in saved["memo"].items()}
         table = data["parser"]["parser"]
-        tokens = table["tokens"]
+        tokens = table["tokens"]  # (its keys, and the actions', are text or numbers alike)
         rules = {i: _Rule(memo[i], transformer) for i, m in memo.items() if m["__type__"] == "Rule"}
         # state -> symbol -> (reduce?, next state or rule)
         self.states: dict[int, dict[str, tuple[bool, Any]]] = {
-            state: {
+            int(state): {
                 tokens[t]: (True, rules[arg["@"]]) if kind == 1 else (False, arg)
                 for t, (kind, arg) in actions.items()
             }
@@ -295,7 +297,7 @@ def tables() -> _Tables:
     """The grammar's parser, loaded once per process."""
     global _tables, KEYWORDS, _TERM_WORD, _WORD_TERM
     if _tables is None:
-        t = _Tables(_saved(), _ToSkeleton())
+        t = _Tables(_saved(int_keys=False), _ToSkeleton())
         _TERM_WORD = t.term_word
         _WORD_TERM = {w: n for n, w in _TERM_WORD.items()}
         KEYWORDS = frozenset(_TERM_WORD.values())
