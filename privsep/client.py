@@ -51,13 +51,14 @@ DEFAULT_TIMEOUT = 30.0
 # smcroute/__init__.py (importlib.metadata, ~5 MB), which keeps the helper
 # under 15 MB.  LIBDIRS (os.pathsep-separated) is where prctl lives.
 # `python -I -m smcroute.privsep.child ARGS` works too, at a higher RSS.
+# (`__import__`, not importlib.import_module: the `importlib` package and the
+# `warnings` it imports are ~1 ms of the helper's start.)
 _BOOT = (
     "import sys\n"
     "sys.path[:0] = [d for d in sys.argv[3].split(':') if d]\n"
     "for n, p in (('smcroute', sys.argv[1]), ('smcroute.privsep', sys.argv[2])):\n"
     "    m = type(sys)(n); m.__path__ = [p]; m.__package__ = n; sys.modules[n] = m\n"
-    "import importlib\n"
-    "sys.exit(importlib.import_module(sys.argv[4]).main(sys.argv[5:]))\n"
+    "sys.exit(__import__(sys.argv[4], fromlist=['main']).main(sys.argv[5:]))\n"
 )
 
 
