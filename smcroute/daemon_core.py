@@ -81,7 +81,8 @@ def trim_heap() -> None:
     glibc's mmap threshold is also fixed at its default (128 KiB): it would
     otherwise rise with the first large block freed, and every later large
     block (a dict of 100,000 entries, a counter sample's columns) would come
-    from the heap and stay resident between trims once freed."""
+    from the heap and stay resident between trims once freed.  And
+    `free_pools` looks madvise up then (start-up: before the routes)."""
     global _malloc_trim
     try:
         if _malloc_trim is None:
@@ -90,9 +91,22 @@ def trim_heap() -> None:
             libc = ctypes.CDLL(None)
             _malloc_trim = libc.malloc_trim
             libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed (no sliding up)
+            from smcroute import free_pools
+
+            free_pools.prepare()  # (here, before the routes: what it makes lives on)
         _malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def give_back_pools() -> None:
+    """After a big removal, once its objects are gone: the pages of the
+    object pools they held (`free_pools`), then the C heap's."""
+    from smcroute import free_pools  # (imported by the first trim_heap, at start-up)
+
+    given = free_pools.release()
+    trim_heap()
+    log.debug(f"gave back {given >> 10} KiB of free object pools")
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ import signal
 import struct
 import time
 
-from smcroute import logsetup, readable, sdnotify, stats
-from smcroute.daemon_core import Core, Unreadable, bulk, trim_heap
+from smcroute import helper_wire, logsetup, readable, sdnotify, stats
+from smcroute.daemon_core import Core, Unreadable, bulk, give_back_pools, trim_heap
 from smcroute.logsetup import log
 from smcroute.parser import parse_file
 
@@ -134,8 +134,11 @@ class Lifecycle(Core):
         last = self.sampler.last
         if last is not None and len(last) > few:
             # Most sampled entries are gone: the next sample comes now (its
-            # rates still against this one), which frees the old one.
+            # rates still against this one), which frees the old one and
+            # then gives the memory back.
             self.sampler.next_due = time.monotonic()
+        elif changes > few:
+            give_back_pools()
         trim_heap()
         logsetup.notice(f"reload done: {changes} kernel changes")
         sdnotify.ready(f"{len(self.engine.routes)} routes, {len(self.engine.mfc)} in kernel")
@@ -150,13 +153,16 @@ class Lifecycle(Core):
         object in it lives; objects made while the entries lived sit among
         them.  So the engine's containers are made anew, the caches that
         filled while the entries lived (compiled struct formats, the
-        counter dump's layouts, regular expressions) are emptied to be
-        remade on demand, and the free lists are emptied.
+        counter dump's layouts, regular expressions, the helper records'
+        outputs) are emptied to be remade on demand, and the free lists are
+        emptied.  Then the pages of the allocator's free pools go back
+        (`give_back_pools`: in the reload, or in the sample it asks for).
         """
         self.engine.compact()
         struct._clearcache()  # type: ignore[attr-defined]  # (not in typeshed)
         re.purge()
         stats.forget_layouts()
+        helper_wire.forget_outputs()
         gc.collect()
 
     def write_pidfile(self) -> None:

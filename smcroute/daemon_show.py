@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from ipaddress import IPv4Address, IPv6Address
 
-from smcroute.daemon_core import Core, bulk, trim_heap
+from smcroute.daemon_core import Core, bulk, give_back_pools
 from smcroute.engine.core import EngineError
 from smcroute.logsetup import log
 from smcroute.netlink import NetlinkError, default_table
@@ -130,5 +130,5 @@ class Reading(Core):
                 return
             if self.metrics is not None:
                 self.metrics.publish(self, sample)
-        if before > 2 * len(sample) + 64:
-            trim_heap()  # most entries went (a reload asked for this sample): their memory too
+        if before > 2 * len(sample) + 64:  # most entries went (a reload asked for this sample)
+            give_back_pools()

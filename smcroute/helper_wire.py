@@ -56,6 +56,11 @@ def _outputs(ttls: tuple[tuple[int, int], ...]) -> bytes:
     return made
 
 
+def forget_outputs() -> None:
+    """Empty the outputs' cache (a big removal: remade on demand)."""
+    _outputs_made.clear()
+
+
 def records(op: Op) -> list[wire.Record]:
     """The wire records for `op`: one, or a rule table's header and rules."""
     if not isinstance(op, SetRules):

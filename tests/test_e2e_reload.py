@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -551,6 +552,20 @@ def test_reload_of_10000_routes(topology: Topo) -> None:
     write_conf(d, "")
     d.ctl("reload", timeout=300)
     assert count_mfc(R, 4) == 0
+    # The counter sample right after gives back the pages of the object
+    # pools the routes held (smcroute.free_pools) ...
+    given = re.compile(r"gave back (\d+) KiB of free object pools")
+    wait_until(lambda: given.search(d.log()), timeout=60, what="the free pools given back")
+    match = given.search(d.log())
+    assert match and int(match.group(1)) > 0, d.log()[-2000:]
+    # ... and the daemon goes on with its memory sound: the routes again, shown
+    write_conf(d, conf(range(10_000)))
+    d.ctl("reload", timeout=300)
+    state = kernel(R, 4)
+    assert len(state) == 10_000 and set(state.values()) == {("a1", ("a2",))}
+    shown = d.ctl("show", timeout=60).stdout
+    routes = {line.split(")")[0] + ")" for line in shown.splitlines() if "225.20." in line}
+    assert routes == {f"({src}, 225.20.{i // 256}.{i % 256})" for i in range(10_000)}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
