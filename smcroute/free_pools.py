@@ -62,6 +62,7 @@ NEW_POOL = 0xFFFF  # a pool's size class before its first use (DUMMY_SIZE_IDX)
 MADV_DONTNEED = 4
 KEEP_POOLS = 2  # the first free pools of each arena's list are left alone
 _Q = struct.Struct("<Q")
+_FRESH = struct.Struct("<QIIQ")  # an arena entry's pool_address, nfreepools, ntotalpools, freepools
 _TOTALS = (struct.pack("<I", ARENA // POOL - 1), struct.pack("<I", ARENA // POOL))
 
 _madvise = None
@@ -168,11 +169,19 @@ def _tables(heap: tuple[int, int], probes: list[tuple[int, int]]) -> list[tuple[
     return out
 
 
-def _free_pools(table: int, n: int, spans: list[tuple[int, int]]) -> array[int] | None:
+Empty = tuple[
+    int, int, int, int, int
+]  # table entry, first pool, where carving stood, nfreepools, first free pool
+
+
+def _free_pools(
+    table: int, n: int, spans: list[tuple[int, int]]
+) -> tuple[array[int], list[Empty]] | None:
     """The free pools of each arena after the first KEEP_POOLS of its list,
-    None if the table is not pymalloc's as it is now: each arena as
-    pymalloc makes it, the arenas with free pools linked in one list
-    through this table, every pool of their lists free, of that arena."""
+    and the arenas all free (but the first of pymalloc's list); None if the
+    table is not pymalloc's as it is now: each arena as pymalloc makes it,
+    the arenas with free pools linked in one list through this table,
+    every pool of their lists free, of that arena."""
     raw = ctypes.string_at(table, n * _ENTRY.size)
     end = table + n * _ENTRY.size
     arenas = {}
@@ -210,8 +219,13 @@ def _free_pools(table: int, n: int, spans: list[tuple[int, int]]) -> array[int] 
     room = sum(a[2] for a in arenas.values()) + 64
     out = array("Q", bytes(8 * room))  # (> 512 bytes: not from pymalloc)
     k = 0
+    empties: list[Empty] = []
     for at in order:
         addr, pools_at, nfree, pool, _, _ = arenas[at]
+        ntotal = ARENA // POOL - (1 if addr % POOL else 0)
+        empty = nfree == ntotal and at != order[0]
+        if empty:
+            empties.append((at, -(-addr // POOL) * POOL, pools_at, nfree, pool))
         seen = 0
         while pool:
             seen += 1
@@ -221,12 +235,14 @@ def _free_pools(table: int, n: int, spans: list[tuple[int, int]]) -> array[int] 
             count, _, nxt, _, index, szidx, _, _ = _HEADER.unpack(head)
             if count or table + index * _ENTRY.size != at or not (szidx < 32 or szidx == NEW_POOL):
                 return None
-            if seen > KEEP_POOLS:
+            if seen > KEEP_POOLS and not empty:
                 out[k] = pool
                 k += 1
             pool = nxt
+        if empty and seen != (pools_at - empties[-1][1]) // POOL:
+            return None  # each pool carved is in the list
     del out[k:]
-    return out
+    return out, empties
 
 
 def release() -> int:
@@ -246,8 +262,19 @@ def release() -> int:
         found = [pools for pools in tables if pools is not None]
         if len(found) != 1:
             return 0  # not found, or not told apart from a copy
+        pools, empties = found[0]
         given = 0
-        for pool in found[0]:
+        for at, first, pools_at, nfree, free in empties:
+            # An arena all free is made as pymalloc makes a new one (no pool
+            # carved yet: its pools set up when taken), and all of it given back.
+            now = _ENTRY.unpack(ctypes.string_at(at, _ENTRY.size))
+            if now[1] != pools_at or now[2] != nfree or now[4] != free:
+                continue  # changed meanwhile
+            fresh = _FRESH.pack(first, nfree, nfree, 0)  # pool_address, the counts, no freepools
+            ctypes.memmove(at + 8, fresh, len(fresh))
+            if _madvise(first, nfree * POOL, MADV_DONTNEED) == 0:
+                given += pools_at - first
+        for pool in pools:
             if _HEADER.unpack(ctypes.string_at(pool, _HEADER.size))[0]:
                 continue  # taken meanwhile
             ctypes.memmove(pool + _SZIDX, ctypes.addressof(_new_pool), 4)
