@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import pytest
+from netns import run
 
 from smcroute.daemon_cli import USAGE, UsageError, parse_args
 from smcroute.options import Options
@@ -147,19 +148,17 @@ def test_program_usage_help_and_version() -> None:
         "daemon_cli.main(sys.argv[1:])\n"
     )
 
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", code, *argv], capture_output=True, text=True, check=False
-        )
+    def program(*argv: str) -> subprocess.CompletedProcess[str]:
+        return run([sys.executable, "-c", code, *argv], check=False)
 
-    r = run("-h")
+    r = program("-h")
     assert (r.returncode, r.stdout, r.stderr) == (0, USAGE, "")
-    r = run("-nv")
+    r = program("-nv")
     assert (r.returncode, r.stdout.startswith("SMCRoute v"), r.stderr) == (0, True, "")
-    r = run("-n", "-x")
+    r = program("-n", "-x")
     assert (r.returncode, r.stdout) == (64, "")
     assert r.stderr == "smcrouted: unknown option -x\nTry 'smcrouted -h' for help.\n"
-    r = run("-f")
+    r = program("-f")
     assert r.stderr == (
         "smcrouted: Option '-f' requires an argument.\nTry 'smcrouted -h' for help.\n"
     )
@@ -181,9 +180,7 @@ def test_program_imports_with_the_collector_off() -> None:
         "    pass\n"
         "print(len(seen), gc.isenabled(), 'smcroute.daemon_cli' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[-2] == "0 False True"
+    assert run([sys.executable, "-c", code]).stdout.split("\n")[-2] == "0 False True"
 
 
 _AFTER_WARM_UP = r"""
@@ -243,6 +240,4 @@ def test_nothing_is_imported_after_the_warm_up() -> None:
         "import smcroute.privsep.mroute, smcroute.privsep.janitor\n"
         "smcroute.daemon_cli.warm_up()\n" + _AFTER_WARM_UP
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert run([sys.executable, "-c", code]).stdout.strip() == "[]"

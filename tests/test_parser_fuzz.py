@@ -6,7 +6,6 @@ import functools
 import hashlib
 import itertools
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import smcroute.grammar
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from lark.exceptions import UnexpectedInput
+from netns import run
 from smcroute.parser import ParseError, parse_command, parse_file, parse_text, syntax
 from smcroute.parser.syntax import DIRECTIVES, SyntaxProblem, keywords, parse_with_lark, parse_words
 
@@ -222,7 +222,7 @@ def test_the_daemon_does_not_import_lark() -> None:
         "banned = ('lark', 'difflib', 'heapq')\n"
         "print(sorted(m for m in sys.modules if m.partition('.')[0] in banned))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run([sys.executable, "-c", code])
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 

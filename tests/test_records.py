@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import pytest
+from netns import run
 
 from smcroute import records
 
@@ -267,8 +268,6 @@ def test_named_tuple_behaves_as_typings() -> None:
 def test_daemon_start_path_does_not_import_typing() -> None:
     """`typing` (with `re`, ~5 ms) is for type checkers only on smcrouted's path
     to its routes; a module there uses `TYPE_CHECKING = False` as the others."""
-    import subprocess
-
     code = (
         "import sys\n"
         "import smcroute.daemon_cli, smcroute.daemon, smcroute.privsep.client\n"
@@ -276,9 +275,7 @@ def test_daemon_start_path_does_not_import_typing() -> None:
         "smcroute.daemon_cli.warm_up()\n"
         "print('typing' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert run([sys.executable, "-c", code]).stdout.strip() == "False"
 
 
 def test_init_made_at_first_call_from_a_shared_shape() -> None:
